@@ -1,0 +1,57 @@
+"""Training-free analytical diffusion denoisers with one sigma-native interface.
+
+Vocabulary (used the same way everywhere in this package):
+
+``x``
+    Noisy images, a tensor of shape ``(N, C, H, W)`` in data units, ``x = x0 + sigma * eps``.
+``x0`` / ``denoised``
+    Clean images in ``[-1, 1]``, or a denoiser's estimate ``D(x, sigma) ~ E[x0 | x]``.
+``eps``
+    Standard normal noise, or a denoiser's estimate ``(x - D) / sigma``.
+``sigma``
+    Noise standard deviation of the variance-exploding (EDM) process: a float or a tensor of
+    shape ``(N,)`` (one level per image). Always the argument after ``x``.
+``sigmas``
+    A sampling schedule: a decreasing 1-D float64 tensor that ends in 0.
+``alpha_bar``
+    Cumulative signal fraction of a variance-preserving (DDPM) process,
+    ``x_t = sqrt(alpha_bar) x0 + sqrt(1 - alpha_bar) eps``; only used at the edges
+    (:mod:`analytic_denoisers.schedules`), where ``sigma**2 = (1 - alpha_bar) / alpha_bar``.
+``mean_``, ``eigvals_``, ``eigvecs_``
+    Fitted pixel mean and covariance eigenpairs (fitted state ends in ``_``).
+
+Quick start::
+
+    import analytic_denoisers as ad
+    X = ad.datasets.load("default")                 # (10000, 1, 28, 28) in [-1, 1]
+    den = ad.GaussianDenoiser().fit(X)
+    x0 = den(x, 0.5); s = den.score(x, 0.5)
+    samples = ad.sample(den, torch.randn(16, 1, 28, 28), ad.schedules.karras(18, 0.002, 80))
+"""
+
+__version__ = "0.1.0"
+
+from . import datasets, schedules, stats
+from .base import DenoiserMixin
+from .empirical import EmpiricalOptimalDenoiser, empirical_posterior_mean
+from .gaussian import GaussianDenoiser, gaussian_posterior_mean, gaussian_trajectory
+from .io import FileFormatError, load
+from .sampling import sample, sample_ddim, sample_euler, sample_heun
+
+__all__ = [
+    "DenoiserMixin",
+    "EmpiricalOptimalDenoiser",
+    "FileFormatError",
+    "GaussianDenoiser",
+    "datasets",
+    "empirical_posterior_mean",
+    "gaussian_posterior_mean",
+    "gaussian_trajectory",
+    "load",
+    "sample",
+    "sample_ddim",
+    "sample_euler",
+    "sample_heun",
+    "schedules",
+    "stats",
+]

@@ -1,0 +1,7 @@
+"""``python -m analytic_denoisers`` runs the command-line interface."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,16 @@
+"""Name -> estimator class for every denoiser the CLI and the benchmark can fit."""
+
+from .empirical import EmpiricalOptimalDenoiser
+from .gaussian import GaussianDenoiser
+
+METHODS = {
+    "gaussian": GaussianDenoiser,
+    "empirical": EmpiricalOptimalDenoiser,
+}
+
+
+def make(name, **params):
+    """A new, unfitted estimator of the method called ``name`` with hyper-parameters ``params``."""
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; choose one of {sorted(METHODS)}")
+    return METHODS[name](**params)

@@ -1,0 +1,167 @@
+"""Samplers of the probability-flow ODE as plain functions of any denoiser.
+
+A denoiser is any object with ``denoise(x, sigma)`` (or any callable ``f(x, sigma)``) returning
+``E[x0 | x]``; no sampler knows about timesteps or network internals. Each sampler takes the
+state ``x`` at ``sigmas[0]`` (already scaled: ``x = sigmas[0] * noise``) and returns the state at
+``sigmas[-1]`` (normally 0). ``callback(info)`` is called after each step with a dict holding
+``i``, ``x`` (state before the step), ``sigma``, ``sigma_next``, ``denoised`` and ``x_next``
+(DDIM adds ``alpha_bar`` and ``alpha_bar_next``).
+"""
+
+import math
+
+import torch
+
+from .schedules import alpha_bar_from_sigma, check_sigmas
+
+
+def _denoise_fn(denoiser, y):
+    fn = denoiser.denoise if hasattr(denoiser, "denoise") else denoiser
+    if not callable(fn):
+        raise ValueError(
+            f"denoiser must have a denoise(x, sigma) method or be callable, got {type(denoiser).__name__}"
+        )
+    return fn if y is None else (lambda x, sigma: fn(x, sigma, y=y))
+
+
+def _report(callback, **info):
+    if callback is not None:
+        callback(info)
+
+
+@torch.no_grad()
+def sample_euler(denoiser, x, sigmas, *, y=None, callback=None):
+    """First-order Euler steps ``x <- x + (sigma_next - sigma) (x - D(x, sigma)) / sigma``."""
+    denoise, sigmas = _denoise_fn(denoiser, y), check_sigmas(sigmas).tolist()
+    for i, (sigma, sigma_next) in enumerate(zip(sigmas[:-1], sigmas[1:])):
+        denoised = denoise(x, sigma)
+        x_next = x + (sigma_next - sigma) * (x - denoised) / sigma
+        _report(callback, i=i, x=x, sigma=sigma, sigma_next=sigma_next, denoised=denoised, x_next=x_next)
+        x = x_next
+    return x
+
+
+@torch.no_grad()
+def sample_heun(denoiser, x, sigmas, *, y=None, callback=None):
+    """Heun's second-order method, deterministic (Karras et al., arXiv 2206.00364, Algorithm 1).
+
+    Costs two denoiser calls per step except the last step to sigma = 0, which is an Euler step.
+    """
+    denoise, sigmas = _denoise_fn(denoiser, y), check_sigmas(sigmas).tolist()
+    for i, (sigma, sigma_next) in enumerate(zip(sigmas[:-1], sigmas[1:])):
+        denoised = denoise(x, sigma)
+        slope = (x - denoised) / sigma  # dx/dsigma at sigma
+        x_next = x + (sigma_next - sigma) * slope
+        if sigma_next > 0:  # trapezoidal correction with the slope at the Euler prediction
+            slope_next = (x_next - denoise(x_next, sigma_next)) / sigma_next
+            x_next = x + (sigma_next - sigma) * (slope + slope_next) / 2
+        _report(callback, i=i, x=x, sigma=sigma, sigma_next=sigma_next, denoised=denoised, x_next=x_next)
+        x = x_next
+    return x
+
+
+@torch.no_grad()
+def sample_ddim_vp(denoiser, x_t, alpha_bars, *, y=None, callback=None):
+    """Deterministic DDIM (eta = 0; Song et al., arXiv 2010.02502) in VP coordinates.
+
+    ``x0 = D(x_t / sqrt(a), sigma(a))``, ``eps = (x_t - sqrt(a) x0) / sqrt(1 - a)``,
+    ``x_t' = sqrt(a') x0 + sqrt(1 - a') eps`` for consecutive ``alpha_bars`` a -> a'.
+
+    Parameters
+    ----------
+    x_t : Tensor of shape (N, C, H, W), the VP state at ``alpha_bars[0]``
+    alpha_bars : 1-D tensor, increasing, in (0, 1]; a final 1 means sigma = 0
+
+    Returns
+    -------
+    Tensor of shape (N, C, H, W): the VP state at ``alpha_bars[-1]``.
+    """
+    alpha_bars = torch.as_tensor(alpha_bars, dtype=torch.float64)
+    sigmas = check_sigmas(torch.sqrt((1 - alpha_bars) / alpha_bars)).tolist()
+    denoise = _denoise_fn(denoiser, y)
+    for i, (a, a_next) in enumerate(zip(alpha_bars[:-1].tolist(), alpha_bars[1:].tolist())):
+        denoised = denoise(x_t / math.sqrt(a), sigmas[i])  # the VE denoiser through the bridge
+        eps = (x_t - math.sqrt(a) * denoised) / math.sqrt(1 - a)
+        x_next = math.sqrt(a_next) * denoised + math.sqrt(1 - a_next) * eps
+        _report(callback, i=i, x=x_t, sigma=sigmas[i], sigma_next=sigmas[i + 1],
+                denoised=denoised, x_next=x_next, alpha_bar=a, alpha_bar_next=a_next)
+        x_t = x_next
+    return x_t
+
+
+def sample_ddim(denoiser, x, sigmas, *, y=None, callback=None):
+    """DDIM (eta = 0) on a sigma grid: the VE state is mapped to VP, stepped, and mapped back.
+
+    Mathematically identical to :func:`sample_euler` on the same grid (DDIM is the Euler method
+    of the probability-flow ODE in the ``x / sqrt(alpha_bar)`` coordinates); the test suite
+    checks this numerically as a test of the VP <-> VE bridge.
+    """
+    alpha_bars = alpha_bar_from_sigma(check_sigmas(sigmas))
+
+    def ve_callback(info):  # report VE states, like the other samplers
+        callback(dict(info, x=info["x"] / math.sqrt(info["alpha_bar"]),
+                      x_next=info["x_next"] / math.sqrt(info["alpha_bar_next"])))
+
+    x_t = sample_ddim_vp(denoiser, x * math.sqrt(alpha_bars[0]), alpha_bars, y=y,
+                         callback=None if callback is None else ve_callback)
+    return x_t / math.sqrt(alpha_bars[-1])
+
+
+def seeded_noise(seeds, shape, *, dtype=torch.float32, device=None):
+    """Standard normal noise with one seed per image, so image i depends only on ``seeds[i]``.
+
+    Every method (and any batch size or device) sees bit-identical noise for the same seeds:
+    the noise is drawn on the CPU with one ``torch.Generator`` per seed, then moved.
+
+    Parameters
+    ----------
+    seeds : sequence of int, length N
+    shape : tuple (C, H, W)
+
+    Returns
+    -------
+    Tensor of shape (N, C, H, W).
+    """
+    noise = [torch.randn(tuple(shape), generator=torch.Generator().manual_seed(int(s)),
+                         dtype=dtype) for s in seeds]
+    return torch.stack(noise).to(device)
+
+
+SAMPLERS = {"euler": sample_euler, "heun": sample_heun, "ddim": sample_ddim}
+
+
+def sample(denoiser, noise, sigmas, method="heun", *, y=None, callback=None, return_trajectory=False):
+    """Generate images: integrate the probability-flow ODE from ``sigmas[0] * noise`` to 0.
+
+    Parameters
+    ----------
+    denoiser : object with ``denoise(x, sigma)``, or a callable ``f(x, sigma)``
+    noise : Tensor of shape (N, C, H, W)
+        Standard normal noise; the initial state is ``sigmas[0] * noise``.
+    sigmas : 1-D tensor, decreasing, ending in 0 (see :mod:`analytic_denoisers.schedules`)
+    method : {"euler", "heun", "ddim"}
+    y : Tensor of shape (N,), optional
+        Class labels for class-conditional denoisers.
+    callback : callable, optional
+        Called with a dict after every step (see the module docstring).
+    return_trajectory : bool
+        Also return the states at every sigma.
+
+    Returns
+    -------
+    Tensor of shape (N, C, H, W), or ``(x, trajectory)`` with trajectory of shape
+    (len(sigmas), N, C, H, W) when ``return_trajectory`` is set.
+    """
+    if method not in SAMPLERS:
+        raise ValueError(f"unknown sampler {method!r}; choose one of {sorted(SAMPLERS)}")
+    sigmas = check_sigmas(sigmas)
+    x = noise * float(sigmas[0])
+    states = [x]
+
+    def record(info):
+        states.append(info["x_next"])
+        if callback is not None:
+            callback(info)
+
+    x = SAMPLERS[method](denoiser, x, sigmas, y=y, callback=record if return_trajectory else callback)
+    return (x, torch.stack(states)) if return_trajectory else x

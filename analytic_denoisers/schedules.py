@@ -1,0 +1,141 @@
+"""Sigma schedules for sampling, and the exact bridge between VP (DDPM) and VE (sigma) noise.
+
+Every schedule returns a decreasing 1-D float64 tensor of ``n + 1`` noise levels that ends in 0.
+DDPM-style schedules are defined by ``alpha_bar`` (cumulative signal fraction); they meet the
+sigma-native convention through
+
+    x_t = sqrt(alpha_bar) x0 + sqrt(1 - alpha_bar) eps  <=>  x_t / sqrt(alpha_bar) = x0 + sigma eps,
+    sigma**2 = (1 - alpha_bar) / alpha_bar,
+
+which is exact: no rounding to "the nearest timestep" happens anywhere in this package.
+"""
+
+import math
+
+import torch
+
+
+def sigma_from_alpha_bar(alpha_bar):
+    """``sigma = sqrt((1 - alpha_bar) / alpha_bar)`` (float64 tensor)."""
+    alpha_bar = torch.as_tensor(alpha_bar, dtype=torch.float64)
+    return torch.sqrt((1 - alpha_bar) / alpha_bar)
+
+
+def alpha_bar_from_sigma(sigma):
+    """``alpha_bar = 1 / (1 + sigma**2)``, the inverse of :func:`sigma_from_alpha_bar`."""
+    sigma = torch.as_tensor(sigma, dtype=torch.float64)
+    return 1 / (1 + sigma.square())
+
+
+def vp_to_ve(x_t, alpha_bar):
+    """VP state ``x_t`` at ``alpha_bar`` -> ``(x, sigma)`` with ``x = x_t / sqrt(alpha_bar)``."""
+    alpha_bar = torch.as_tensor(alpha_bar, dtype=torch.float64)
+    return x_t / math.sqrt(alpha_bar), float(sigma_from_alpha_bar(alpha_bar))
+
+
+def ve_to_vp(x, sigma):
+    """VE state ``x`` at ``sigma`` -> ``(x_t, alpha_bar)`` with ``x_t = sqrt(alpha_bar) x``."""
+    alpha_bar = float(alpha_bar_from_sigma(sigma))
+    return x * math.sqrt(alpha_bar), alpha_bar
+
+
+def _append_zero(sigmas):
+    return torch.cat([sigmas, sigmas.new_zeros(1)])
+
+
+def karras(n, sigma_min=0.002, sigma_max=80.0, rho=7.0):
+    """EDM schedule (Karras et al., arXiv 2206.00364, eq. 5), ``n`` levels plus a final 0.
+
+    ``sigma_i = (sigma_max^(1/rho) + i/(n-1) (sigma_min^(1/rho) - sigma_max^(1/rho)))^rho``.
+
+    Returns
+    -------
+    Tensor of shape (n + 1,), float64.
+    """
+    _check_n(n)
+    if not 0 < sigma_min <= sigma_max:
+        raise ValueError(f"need 0 < sigma_min <= sigma_max, got {sigma_min}, {sigma_max}")
+    ramp = torch.linspace(0, 1, n, dtype=torch.float64)
+    lo, hi = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
+    return _append_zero((hi + ramp * (lo - hi)) ** rho)
+
+
+def ddpm_linear_alpha_bars(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02):
+    """``alpha_bar_t = prod_{s<=t} (1 - beta_s)`` for DDPM's linear betas (Ho et al., 2006.11239).
+
+    Returns
+    -------
+    Tensor of shape (num_train_timesteps,), float64, decreasing.
+    """
+    betas = torch.linspace(beta_start, beta_end, num_train_timesteps, dtype=torch.float64)
+    return torch.cumprod(1 - betas, 0)
+
+
+def cosine_alpha_bars(num_train_timesteps=1000, s=0.008, max_beta=0.999):
+    """Improved-DDPM cosine schedule (Nichol & Dhariwal, arXiv 2102.09672), betas clipped.
+
+    Returns
+    -------
+    Tensor of shape (num_train_timesteps,), float64, decreasing.
+    """
+    t = torch.arange(num_train_timesteps + 1, dtype=torch.float64) / num_train_timesteps
+    f = torch.cos((t + s) / (1 + s) * math.pi / 2) ** 2
+    betas = (1 - f[1:] / f[:-1]).clamp(max=max_beta)
+    return torch.cumprod(1 - betas, 0)
+
+
+def from_alpha_bars(alpha_bars, n):
+    """Sigmas at ``n`` evenly spaced timesteps (first and last included) of a discrete VP schedule.
+
+    Parameters
+    ----------
+    alpha_bars : Tensor of shape (T,), decreasing, in (0, 1)
+    n : int, number of sampling steps
+
+    Returns
+    -------
+    Tensor of shape (n + 1,), float64: decreasing sigmas, then 0.
+    """
+    _check_n(n)
+    alpha_bars = torch.as_tensor(alpha_bars, dtype=torch.float64)
+    if n > len(alpha_bars):
+        raise ValueError(f"cannot take {n} distinct steps from {len(alpha_bars)} timesteps")
+    steps = torch.linspace(len(alpha_bars) - 1, 0, n, dtype=torch.float64).round().long()
+    return _append_zero(sigma_from_alpha_bar(alpha_bars[steps]))
+
+
+def ddpm_linear(n, num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02):
+    """``n``-step sigma grid of DDPM's linear-beta schedule (see :func:`from_alpha_bars`)."""
+    return from_alpha_bars(ddpm_linear_alpha_bars(num_train_timesteps, beta_start, beta_end), n)
+
+
+def cosine(n, num_train_timesteps=1000, s=0.008, max_beta=0.999):
+    """``n``-step sigma grid of the improved-DDPM cosine schedule."""
+    return from_alpha_bars(cosine_alpha_bars(num_train_timesteps, s, max_beta), n)
+
+
+SCHEDULES = {"karras": karras, "ddpm_linear": ddpm_linear, "cosine": cosine}
+
+
+def check_sigmas(sigmas):
+    """Validate a sampling schedule: 1-D, finite, decreasing, positive, then a final 0.
+
+    Returns
+    -------
+    Tensor of shape (S,), float64 on the CPU.
+    """
+    sigmas = torch.as_tensor(sigmas, dtype=torch.float64).cpu()
+    if sigmas.dim() != 1 or len(sigmas) < 2:
+        raise ValueError(f"sigmas must be 1-D with at least 2 levels, got shape {tuple(sigmas.shape)}")
+    if not bool(torch.isfinite(sigmas).all()):
+        raise ValueError("sigmas contains NaN or Inf values")
+    if not bool((sigmas[:-1] > 0).all()) or sigmas[-1] < 0:
+        raise ValueError("sigmas must be positive (the last one may be 0)")
+    if not bool((sigmas[1:] < sigmas[:-1]).all()):
+        raise ValueError("sigmas must be strictly decreasing")
+    return sigmas
+
+
+def _check_n(n):
+    if int(n) != n or n < 1:
+        raise ValueError(f"the number of steps must be a positive integer, got {n}")

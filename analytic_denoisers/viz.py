@@ -1,0 +1,66 @@
+"""Image grids and labelled figures as PNG files (no plotting library needed)."""
+
+from pathlib import Path
+
+import torch
+from PIL import Image, ImageDraw
+
+from ._compat import import_torchvision
+
+
+def image_grid(images, nrow=8, padding=2):
+    """Tile images in [-1, 1] into one uint8 array.
+
+    Parameters
+    ----------
+    images : Tensor of shape (N, C, H, W), C in {1, 3}
+    nrow : int, images per row
+
+    Returns
+    -------
+    ndarray of shape (H', W', 3), uint8.
+    """
+    make_grid = import_torchvision().utils.make_grid
+    images = ((images.detach().float().cpu() + 1) / 2).clamp(0, 1)
+    grid = make_grid(images, nrow=nrow, padding=padding, pad_value=1.0)  # (3, H', W')
+    return (grid * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+
+
+def save_grid(images, path, nrow=8, scale=1):
+    """Write images in [-1, 1], shape (N, C, H, W), as one PNG grid; ``scale`` enlarges pixels."""
+    img = Image.fromarray(image_grid(images, nrow=nrow))
+    if scale != 1:
+        img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    img.save(path)
+    return Path(path)
+
+
+def save_labelled_rows(rows, path, scale=2, label_width=150, title=None):
+    """Write a figure with one labelled row of images per entry.
+
+    Parameters
+    ----------
+    rows : list of (str, Tensor of shape (K, C, H, W)) pairs, images in [-1, 1]
+    path : output PNG path
+    scale : int, pixel enlargement
+    label_width : int, width in pixels of the label column
+    title : str, optional, a line of text above the rows
+    """
+    strips = [Image.fromarray(image_grid(imgs, nrow=len(imgs))) for _, imgs in rows]
+    strips = [s.resize((s.width * scale, s.height * scale), Image.NEAREST) for s in strips]
+    top = 20 if title else 0
+    width = label_width + max(s.width for s in strips)
+    canvas = Image.new("RGB", (width, top + sum(s.height for s in strips)), "white")
+    draw = ImageDraw.Draw(canvas)
+    if title:
+        draw.text((4, 4), title, fill="black")
+    y = top
+    for (label, _), strip in zip(rows, strips):
+        canvas.paste(strip, (label_width, y))
+        draw.text((4, y + strip.height // 2 - 6), label, fill="black")
+        y += strip.height
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(path)
+    return Path(path)
+

@@ -1,0 +1,47 @@
+"""Small test problems and independent float64 brute-force references."""
+
+import math
+
+import torch
+
+
+def tiny_images(n=12, shape=(1, 6, 6), seed=0, dtype=torch.float64):
+    """n random images in [-1, 1] with a little shared structure."""
+    g = torch.Generator().manual_seed(seed)
+    base = torch.rand((1,) + shape, generator=g, dtype=dtype) * 2 - 1
+    return (0.5 * base + 0.5 * (torch.rand((n,) + shape, generator=g, dtype=dtype) * 2 - 1)).clamp(-1, 1)
+
+
+def gaussian_problem(d_shape=(1, 3, 3), n=2000, seed=0):
+    """Samples of a known Gaussian: returns (X, true_mean (d,), true_cov (d, d))."""
+    g = torch.Generator().manual_seed(seed)
+    d = math.prod(d_shape)
+    A = torch.randn(d, d, generator=g, dtype=torch.float64) / math.sqrt(d)
+    cov = A @ A.T + 0.05 * torch.eye(d, dtype=torch.float64)
+    mean = 0.3 * torch.randn(d, generator=g, dtype=torch.float64)
+    X = mean + torch.randn(n, d, generator=g, dtype=torch.float64) @ torch.linalg.cholesky(cov).T
+    return X.reshape((n,) + d_shape), mean, cov
+
+
+def empirical_reference(x, sigma, data):
+    """Posterior mean over ``data`` with explicit loops and a float64 log-sum-exp."""
+    x, data = x.double().reshape(len(x), -1), data.double().reshape(len(data), -1)
+    sigma = torch.as_tensor(sigma, dtype=torch.float64).expand(len(x))
+    out = torch.empty_like(x)
+    for n in range(len(x)):
+        logits = [-float(((x[n] - xi) ** 2).sum()) / (2 * float(sigma[n]) ** 2) for xi in data]
+        top = max(logits)
+        weights = [math.exp(v - top) for v in logits]
+        out[n] = sum(w * xi for w, xi in zip(weights, data)) / sum(weights)
+    return out
+
+
+def wiener_reference(x, sigma, mean, cov):
+    """``mu + Sigma (Sigma + sigma^2 I)^-1 (x - mu)`` by a linear solve (no eigenbasis)."""
+    flat = x.double().reshape(len(x), -1)
+    eye = torch.eye(len(mean), dtype=torch.float64)
+    sigma = torch.as_tensor(sigma, dtype=torch.float64).expand(len(x))
+    out = torch.stack([
+        mean + cov @ torch.linalg.solve(cov + s**2 * eye, xn - mean) for xn, s in zip(flat, sigma)
+    ])
+    return out.reshape(x.shape)

@@ -115,7 +115,8 @@ def info(path):
     """
     with _open(path) as f:
         try:
-            meta = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in f.attrs.items()}
+            meta = {k: (v.tolist() if isinstance(v, (np.ndarray, np.generic)) else v)
+                    for k, v in f.attrs.items()}
             meta["params"] = json.loads(meta["params"])
             meta["arrays"] = {k: f"{v.dtype}{list(v.shape)}" for k, v in f["state"].items()}
         except (KeyError, OSError, ValueError) as err:

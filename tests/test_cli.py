@@ -1,0 +1,51 @@
+"""The command-line interface, run in-process on the shipped default data."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import analytic_denoisers as ad
+from analytic_denoisers.cli import main
+
+
+@pytest.mark.parametrize("method, extra", [("gaussian", ["--param", "rank=20"]), ("empirical", ["--labels"])])
+def test_fit_sample_info(tmp_path, capsys, method, extra):
+    model = tmp_path / f"{method}.h5"
+    assert main(["fit", method, "--limit", "300", "--device", "cpu", "-o", str(model)] + extra) == 0
+    den = ad.load(model)
+    assert den.n_samples_seen_ == 300 and den.image_shape_ == (1, 28, 28)
+
+    out = tmp_path / "grid.png"
+    assert main(["sample", str(model), "-n", "6", "--steps", "4", "--nrow", "3",
+                 "--device", "cpu", "-o", str(out)]) == 0
+    arr = np.load(tmp_path / "grid.npy")
+    assert arr.shape == (6, 1, 28, 28) and np.isfinite(arr).all()
+    with Image.open(out) as img:
+        assert img.size == (2 * (3 * 30 + 2), 2 * (2 * 30 + 2))  # 3 x 2 tiles of 28 px + padding, x2
+
+    capsys.readouterr()
+    assert main(["info", str(model)]) == 0
+    meta = json.loads(capsys.readouterr().out)
+    assert meta["n_samples"] == 300 and meta["class"] == type(den).__name__
+
+
+def test_sampling_is_seeded(tmp_path):
+    model = tmp_path / "g.h5"
+    main(["fit", "gaussian", "--limit", "100", "--device", "cpu", "-o", str(model)])
+    runs = []
+    for name, seed in (("a", "3"), ("b", "3"), ("c", "4")):
+        main(["sample", str(model), "-n", "2", "--steps", "3", "--seed", seed, "--device", "cpu",
+              "-o", str(tmp_path / f"{name}.png")])
+        runs.append(np.load(tmp_path / f"{name}.npy"))
+    assert np.array_equal(runs[0], runs[1]) and not np.array_equal(runs[0], runs[2])
+
+
+def test_errors_are_reported_with_exit_code(tmp_path, capsys):
+    assert main(["info", str(tmp_path / "nope.h5")]) == 2
+    assert "nope.h5" in capsys.readouterr().err
+    assert main(["fit", "gaussian", "--param", "rank=0", "-o", str(tmp_path / "g.h5")]) == 2
+    assert "rank" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["fit", "no-such-method", "-o", "x.h5"])

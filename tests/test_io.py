@@ -1,0 +1,102 @@
+"""HDF5 persistence: metadata, atomic writes, and clean failures on bad files."""
+
+import h5py
+import pytest
+import torch
+
+import analytic_denoisers as ad
+from analytic_denoisers import io
+from problems import tiny_images
+
+
+@pytest.fixture
+def saved(tmp_path):
+    X = tiny_images(9, (1, 4, 4), seed=1)
+    den = ad.EmpiricalOptimalDenoiser(chunk_size=3).fit(X, torch.tensor([0, 1, 2] * 3))
+    return den, den.save(tmp_path / "emp.h5")
+
+
+def test_metadata_is_recorded(saved):
+    den, path = saved
+    meta = io.info(path)
+    assert meta["class"] == "EmpiricalOptimalDenoiser"
+    assert meta["params"] == {"chunk_size": 3, "top_k": None}
+    assert meta["schema_version"] == io.SCHEMA_VERSION and meta["package_version"] == ad.__version__
+    assert meta["image_shape"] == [1, 4, 4] and meta["n_samples"] == 9
+    assert meta["fingerprint"] == den.fingerprint_
+    assert meta["value_range"] == list(den.value_range_)
+    assert "data_" in meta["arrays"]
+
+
+def test_class_conditional_state_round_trips(saved):
+    den, path = saved
+    back = ad.load(path)
+    assert list(back.classes_) == [0, 1, 2] and list(back.class_offsets_) == [0, 3, 6, 9]
+    x, y = tiny_images(3, (1, 4, 4), seed=2), torch.tensor([2, 0, 1])
+    assert torch.equal(back(x, 0.5, y=y), den(x, 0.5, y=y))
+
+
+def test_fingerprint_identifies_the_data_not_its_order():
+    X = tiny_images(6, seed=3)
+    a = ad.GaussianDenoiser().fit(X).fingerprint_
+    assert ad.GaussianDenoiser().fit(X.flip(0)).fingerprint_ == a
+    assert ad.GaussianDenoiser().fit(X[:5]).fingerprint_ != a
+
+
+def test_overwrite_is_atomic_and_leaves_no_temporary_files(saved, tmp_path, monkeypatch):
+    den, path = saved
+    before = path.read_bytes()
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(h5py.Group, "create_dataset", fail)
+    with pytest.raises(RuntimeError, match="disk full"):
+        den.save(path)
+    assert path.read_bytes() == before  # the old file is intact
+    assert [p.name for p in tmp_path.iterdir()] == ["emp.h5"]
+
+
+def test_truncated_file_fails_cleanly(saved, tmp_path):
+    _, path = saved
+    bad = tmp_path / "truncated.h5"
+    bad.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(io.FileFormatError, match="truncated.h5"):
+        ad.load(bad)
+
+
+def test_non_hdf5_and_foreign_files_fail_cleanly(tmp_path):
+    junk = tmp_path / "junk.h5"
+    junk.write_bytes(b"not an hdf5 file at all")
+    with pytest.raises(io.FileFormatError, match="junk.h5.*not a readable HDF5"):
+        ad.load(junk)
+    foreign = tmp_path / "foreign.h5"
+    with h5py.File(foreign, "w") as f:
+        f["x"] = [1, 2, 3]
+    with pytest.raises(io.FileFormatError, match="foreign.h5.*not one written by analytic_denoisers"):
+        ad.load(foreign)
+    with pytest.raises(FileNotFoundError, match="missing.h5"):
+        ad.load(tmp_path / "missing.h5")
+
+
+def test_newer_schema_is_refused(saved):
+    _, path = saved
+    with h5py.File(path, "a") as f:
+        f.attrs["schema_version"] = io.SCHEMA_VERSION + 1
+    with pytest.raises(io.FileFormatError, match="newer"):
+        ad.load(path)
+
+
+def test_missing_state_is_reported(saved):
+    _, path = saved
+    with h5py.File(path, "a") as f:
+        del f["state"]
+    with pytest.raises(io.FileFormatError, match="corrupt"):
+        ad.load(path)
+
+
+def test_unfitted_estimator_cannot_be_saved(tmp_path):
+    from sklearn.exceptions import NotFittedError
+
+    with pytest.raises(NotFittedError):
+        ad.GaussianDenoiser().save(tmp_path / "x.h5")

@@ -8,8 +8,11 @@ which is what an ideal network trained to zero loss on that set would compute; s
 only reproduces training images (e.g. Kadkhodaie et al., arXiv 2310.02557; Kamb & Ganguli,
 arXiv 2412.20292). The softmax is reduced over the data in chunks with a streaming log-sum-exp
 (running per-query maximum), so the result is exact and independent of the chunk size at any
-sigma, with no overflow or underflow from 1e-3 to 1e3.
+sigma, with no overflow or underflow from 1e-3 to 1e3 (weights are floored at a normal float,
+a relative change far below rounding, see ``_log_weight_floor``).
 """
+
+import math
 
 import numpy as np
 import torch
@@ -17,19 +20,42 @@ from sklearn.base import BaseEstimator
 
 from .base import DenoiserMixin, as_images, as_labels, as_sigma, data_summary
 
-_CHUNK_ELEMENTS = 2**25  # default bound on the (queries x chunk) logit block, in elements
+_BLOCK_ELEMENTS = 2**19  # default size of one (queries x chunk) logit block: cache-sized
 
 
 def _default_chunk(n_queries):
-    return max(1024, _CHUNK_ELEMENTS // max(n_queries, 1))
+    return max(512, _BLOCK_ELEMENTS // max(n_queries, 1))
 
 
-def empirical_posterior_mean(x, sigma, data, *, chunk_size=None, sq_norms=None, top_k=None):
+def _log_weight_floor(dtype):
+    """Log of the smallest weight kept: e times the smallest normal float of ``dtype``.
+
+    Weights that would underflow below it are raised to it. That changes the result by a
+    relative amount below ``M * 3 * finfo.tiny`` (about 1e-33 in float32 for M = 60,000: far
+    below rounding), and keeps ``exp`` off its slow underflow path, which is ~10x slower on CPU.
+    """
+    return math.log(torch.finfo(dtype).tiny) + 1
+
+
+def augment(data):
+    """``[x_i, 1, ||x_i||^2]`` per training image: shape (M, d + 2), for one-GEMM logits.
+
+    With queries augmented as ``[x_n, 0, -1/2] / sigma_n^2``, one matrix product gives the
+    logits ``(x_n . x_i - ||x_i||^2 / 2) / sigma_n^2``, and the weighted sum over the first
+    ``d + 1`` columns gives the numerator and (in the column of ones) the softmax denominator.
+    """
+    data = data.reshape(data.shape[0], -1)
+    ones = data.new_ones(data.shape[0], 1)
+    return torch.cat([data, ones, data.square().sum(1, keepdim=True)], 1)
+
+
+def empirical_posterior_mean(x, sigma, data, *, chunk_size=None, top_k=None, augmented=None):
     """Exact posterior mean of the empirical distribution of ``data``.
 
-    ``D(x)_n = sum_i softmax_i(-||x_n - x_i||^2 / (2 sigma_n^2)) x_i``. The logits are computed
-    as ``(x_n . x_i - ||x_i||^2 / 2) / sigma_n^2`` (the ``||x_n||^2`` term cancels in the
-    softmax) with one matrix product per data chunk, and reduced with a streaming log-sum-exp.
+    ``D(x)_n = sum_i softmax_i(-||x_n - x_i||^2 / (2 sigma_n^2)) x_i``. The logits are
+    ``(x_n . x_i - ||x_i||^2 / 2) / sigma_n^2`` (the ``||x_n||^2`` term cancels in the softmax),
+    one matrix product per chunk of training images, reduced with a streaming log-sum-exp
+    (per-query running maximum); a second product accumulates numerator and denominator.
 
     Parameters
     ----------
@@ -37,14 +63,14 @@ def empirical_posterior_mean(x, sigma, data, *, chunk_size=None, sq_norms=None, 
     sigma : float or Tensor of shape (N,)
     data : Tensor of shape (M, d) or (M, C, H, W), in the dtype and on the device of ``x``
     chunk_size : int, optional
-        Training images per chunk; the default keeps the (N, chunk) logit block near 2**25
-        elements. The result does not depend on it (up to float rounding).
-    sq_norms : Tensor of shape (M,), optional
-        Precomputed ``||x_i||^2`` (computed if omitted).
+        Training images per chunk; the default keeps the (N, chunk) logit block near 2**19
+        elements (cache-sized). The result does not depend on it (up to float rounding).
     top_k : int, optional
         Approximate mode: the softmax is restricted to each query's ``top_k`` nearest training
         images. Exact when ``top_k >= M``; otherwise it drops the far images' weights, which is
         negligible only when they are many sigma farther away than the nearest ones.
+    augmented : Tensor of shape (M, d + 2), optional
+        ``augment(data)``, precomputed to reuse across calls.
 
     Returns
     -------
@@ -52,52 +78,47 @@ def empirical_posterior_mean(x, sigma, data, *, chunk_size=None, sq_norms=None, 
     """
     n = x.shape[0]
     queries = x.reshape(n, -1)  # (N, d)
-    data = data.reshape(data.shape[0], -1)  # (M, d)
-    if sq_norms is None:
-        sq_norms = data.square().sum(1)
+    d = queries.shape[1]
+    aug = augment(data) if augmented is None else augmented  # (M, d + 2)
     inv_var = as_sigma(sigma, x).square().reciprocal()[:, None]  # (N, 1)
+    aug_q = torch.cat([queries, queries.new_zeros(n, 1), queries.new_full((n, 1), -0.5)], 1)
+    aug_q.mul_(inv_var)  # (N, d + 2): [x_n, 0, -1/2] / sigma_n^2
     chunk = int(chunk_size or _default_chunk(n))
     if chunk < 1:
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size}")
     if top_k is not None:
-        out = _top_k_posterior_mean(queries, inv_var, data, sq_norms, chunk, int(top_k))
-        return out.reshape(x.shape)
+        return _top_k_posterior_mean(aug_q, aug, chunk, int(top_k)).reshape(x.shape)
 
     run_max = torch.full((n, 1), -torch.inf, dtype=x.dtype, device=x.device)
-    denom = torch.zeros((n, 1), dtype=x.dtype, device=x.device)
-    acc = torch.zeros_like(queries)
-    for start in range(0, data.shape[0], chunk):
-        block, norms = data[start:start + chunk], sq_norms[start:start + chunk]
-        logits = torch.addmm(norms, queries, block.T, beta=-0.5)  # (N, c): x.x_i - |x_i|^2/2
-        logits.mul_(inv_var)
+    acc = queries.new_zeros(n, d + 1)  # [numerator (d), denominator (1)]
+    for start in range(0, aug.shape[0], chunk):
+        block = aug[start:start + chunk]
+        logits = aug_q @ block.T  # (N, c)
         new_max = torch.maximum(run_max, logits.amax(1, keepdim=True))
-        weights = logits.sub_(new_max).exp_()  # in place: (N, c) unnormalised weights
+        # in place: (N, c) unnormalised weights, floored at a normal float (see _weight_floor)
+        weights = logits.sub_(new_max).clamp_(min=_log_weight_floor(logits.dtype)).exp_()
         if start > 0:  # rescale what was accumulated under the old maximum
-            rescale = torch.exp(run_max - new_max)
-            denom.mul_(rescale)
-            acc.mul_(rescale)
-        denom.add_(weights.sum(1, keepdim=True))
-        acc.addmm_(weights, block)  # (N, d)
+            acc.mul_(torch.exp(run_max - new_max))
+        acc.addmm_(weights, block[:, :d + 1])
         run_max = new_max
-    return (acc / denom).reshape(x.shape)
+    return (acc[:, :d] / acc[:, d:]).reshape(x.shape)
 
 
-def _top_k_posterior_mean(queries, inv_var, data, sq_norms, chunk, k):
+def _top_k_posterior_mean(aug_q, aug, chunk, k):
     """Softmax over each query's k largest logits, found chunk by chunk."""
     if k < 1:
         raise ValueError(f"top_k must be a positive integer, got {k}")
-    n = queries.shape[0]
-    best = torch.full((n, 0), -torch.inf, dtype=queries.dtype, device=queries.device)
-    best_idx = torch.zeros((n, 0), dtype=torch.long, device=queries.device)
-    for start in range(0, data.shape[0], chunk):
-        logits = torch.addmm(sq_norms[start:start + chunk], queries,
-                             data[start:start + chunk].T, beta=-0.5).mul_(inv_var)
-        idx = torch.arange(start, start + logits.shape[1], device=queries.device).expand(n, -1)
+    n, d = aug_q.shape[0], aug.shape[1] - 2
+    best = aug_q.new_full((n, 0), -torch.inf)
+    best_idx = torch.zeros((n, 0), dtype=torch.long, device=aug_q.device)
+    for start in range(0, aug.shape[0], chunk):
+        logits = aug_q @ aug[start:start + chunk].T  # (N, c)
+        idx = torch.arange(start, start + logits.shape[1], device=aug_q.device).expand(n, -1)
         cand, cand_idx = torch.cat([best, logits], 1), torch.cat([best_idx, idx], 1)
         best, pos = cand.topk(min(k, cand.shape[1]), dim=1)
         best_idx = cand_idx.gather(1, pos)
     weights = torch.softmax(best, dim=1)  # (N, k)
-    return torch.einsum("nk,nkd->nd", weights, data[best_idx])
+    return torch.einsum("nk,nkd->nd", weights, aug[:, :d][best_idx])
 
 
 class EmpiricalOptimalDenoiser(DenoiserMixin, BaseEstimator):
@@ -107,7 +128,7 @@ class EmpiricalOptimalDenoiser(DenoiserMixin, BaseEstimator):
     ----------
     chunk_size : int, optional
         Training images per chunk of the streaming softmax (default: adapts to the batch so
-        the logit block holds about 2**25 elements). Does not change the result.
+        the logit block holds about 2**19 elements). Does not change the result.
     top_k : int, optional
         If set, an **approximate** mode that keeps only each query's ``top_k`` nearest
         training images in the softmax (see :func:`empirical_posterior_mean`).
@@ -150,17 +171,17 @@ class EmpiricalOptimalDenoiser(DenoiserMixin, BaseEstimator):
         return self
 
     def _denoise(self, x, sigma, y):
-        data = self._fitted_on("data_", x)
-        sq_norms = self._derived("sq_norms", x, lambda: data.reshape(len(data), -1).square().sum(1))
+        aug = self._derived("augmented", x, lambda: augment(self.data_.to(x.device, x.dtype)))
+        data = aug[:, :-2]  # (M, d) view, no copy
         kwargs = dict(chunk_size=self.chunk_size, top_k=self.top_k)
         if y is None:
-            return empirical_posterior_mean(x, sigma, data, sq_norms=sq_norms, **kwargs)
+            return empirical_posterior_mean(x, sigma, data, augmented=aug, **kwargs)
         out = torch.empty_like(x)
         for k, label in enumerate(self.classes_.tolist()):
             rows = (y == label).nonzero().squeeze(1)
             if len(rows):
                 lo, hi = self.class_offsets_[k], self.class_offsets_[k + 1]
                 out[rows] = empirical_posterior_mean(
-                    x[rows], sigma[rows], data[lo:hi], sq_norms=sq_norms[lo:hi], **kwargs
+                    x[rows], sigma[rows], data[lo:hi], augmented=aug[lo:hi], **kwargs
                 )
         return out

@@ -95,6 +95,11 @@ def test_missing_state_is_reported(saved):
         ad.load(path)
 
 
+def test_save_creates_missing_folders(tmp_path):
+    path = ad.GaussianDenoiser().fit(tiny_images(3)).save(tmp_path / "a" / "b" / "g.h5")
+    assert ad.load(path).n_samples_seen_ == 3
+
+
 def test_unfitted_estimator_cannot_be_saved(tmp_path):
     from sklearn.exceptions import NotFittedError
 

@@ -5,6 +5,11 @@ import math
 import torch
 
 
+def randn(*shape, seed=0):
+    """Seeded float64 standard normal tensor (tests never use the global generator)."""
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
 def tiny_images(n=12, shape=(1, 6, 6), seed=0, dtype=torch.float64):
     """n random images in [-1, 1] with a little shared structure."""
     g = torch.Generator().manual_seed(seed)

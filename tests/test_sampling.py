@@ -8,7 +8,7 @@ import torch
 import analytic_denoisers as ad
 from analytic_denoisers import schedules
 from analytic_denoisers.sampling import sample_ddim_vp, seeded_noise
-from problems import gaussian_problem, tiny_images
+from problems import randn, gaussian_problem, tiny_images
 
 
 def _is_schedule(s, n):
@@ -41,7 +41,7 @@ def test_ddpm_linear_alpha_bar_matches_definition():
 
 
 def test_bridge_round_trip_and_formula():
-    x = torch.randn(3, 1, 4, 4, dtype=torch.float64)
+    x = randn(3, 1, 4, 4, seed=201)
     x_t, alpha_bar = schedules.ve_to_vp(x, 2.0)
     assert math.isclose(alpha_bar, 1 / 5)
     x_back, sigma = schedules.vp_to_ve(x_t, alpha_bar)
@@ -64,7 +64,7 @@ def test_ddim_on_vp_grid_equals_euler_on_matching_sigma_grid():
 
 def test_sample_ddim_equals_euler_and_reports_ve_states():
     den = ad.GaussianDenoiser().fit(tiny_images(30, seed=3))
-    noise, sigmas = torch.randn(2, 1, 6, 6, dtype=torch.float64), schedules.karras(8, 0.01, 50.0)
+    noise, sigmas = randn(2, 1, 6, 6, seed=202), schedules.karras(8, 0.01, 50.0)
     seen = []
     x_ddim, traj = ad.sample(den, noise, sigmas, "ddim", callback=seen.append, return_trajectory=True)
     x_euler, traj_euler = ad.sample(den, noise, sigmas, "euler", return_trajectory=True)
@@ -92,7 +92,7 @@ def test_sample_accepts_any_callable_and_object_with_denoise():
         def denoise(self, x, sigma):
             return den.denoise(x, sigma)
 
-    noise, sigmas = torch.randn(2, 1, 6, 6, dtype=torch.float64), schedules.karras(5)
+    noise, sigmas = randn(2, 1, 6, 6, seed=203), schedules.karras(5)
     a = ad.sample(den, noise, sigmas, "heun")
     torch.testing.assert_close(ad.sample(Wrapper(), noise, sigmas, "heun"), a)
     torch.testing.assert_close(ad.sample(lambda x, s: den(x, s), noise, sigmas, "heun"), a)
@@ -104,7 +104,7 @@ def test_class_conditional_sampling_passes_labels():
     data = tiny_images(6, seed=7)
     y = torch.tensor([0, 0, 0, 1, 1, 1])
     den = ad.EmpiricalOptimalDenoiser().fit(data, y)
-    out = ad.sample(den, torch.randn(2, 1, 6, 6, dtype=torch.float64), schedules.karras(20), y=torch.tensor([1, 0]))
+    out = ad.sample(den, randn(2, 1, 6, 6, seed=204), schedules.karras(20), y=torch.tensor([1, 0]))
     dist = torch.cdist(out.reshape(2, -1), data.reshape(6, -1))
     assert dist[0].argmin() >= 3 and dist[1].argmin() < 3  # lands on a training image of its class
 
@@ -113,7 +113,7 @@ def test_class_conditional_sampling_passes_labels():
 def test_invalid_schedules_are_rejected(bad):
     den = ad.GaussianDenoiser().fit(tiny_images(5))
     with pytest.raises(ValueError, match="sigmas"):
-        ad.sample(den, torch.randn(1, 1, 6, 6, dtype=torch.float64), torch.tensor(bad))
+        ad.sample(den, randn(1, 1, 6, 6, seed=205), torch.tensor(bad))
 
 
 def test_seeded_noise_is_per_sample():

@@ -90,6 +90,9 @@ def as_sigma(sigma, x):
         raise ValueError("sigma contains NaN or Inf values")
     if not bool((sigma > 0).all()):
         raise ValueError(f"sigma must be positive, got min(sigma) = {sigma.min().item():g}")
+    if not bool(torch.isfinite(sigma.square().reciprocal()).all()):
+        raise ValueError(f"sigma = {sigma.min().item():g} is too small for {x.dtype}: 1 / sigma**2 "
+                         "overflows (use float64, or a larger sigma)")
     return sigma
 
 
@@ -154,9 +157,10 @@ class DenoiserMixin:
 
     Subclasses implement ``_denoise(x, sigma, y)`` where ``x`` is a validated tensor of shape
     (N, C, H, W), ``sigma`` a positive tensor of shape (N,) with the dtype and device of ``x``,
-    and ``y`` validated labels or None. Their ``fit`` records the image shape, count, value range and fingerprint of the
-    training data are recorded (and saved with the estimator): call
-    ``_reset_data_summary()`` then ``_update_data_summary(data_summary(X))``.
+    and ``y`` validated labels or None. Their ``fit`` records the image shape, count, value
+    range and fingerprint of the training data, which are saved with the estimator, by calling
+    ``_reset_data_summary()`` then ``_update_data_summary(data_summary(X))``, and lists its
+    own fitted attributes in ``_fitted_state``.
 
     Fitted state common to all denoisers:
 
@@ -166,6 +170,8 @@ class DenoiserMixin:
     fingerprint_ : str, see :func:`data_fingerprint`
     classes_ : ndarray of the training labels' classes, or None when fitted without labels
     """
+
+    _fitted_state = _SUMMARY  # attribute names a saved file must hold; subclasses extend it
 
     def denoise(self, x, sigma, y=None):
         """Posterior-mean estimate ``D(x, sigma) ~ E[x0 | x]``.

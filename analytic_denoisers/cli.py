@@ -29,6 +29,13 @@ def _param(text):
         return key, value
 
 
+def _positive_int(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
 def _device(name):
     return torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
 
@@ -40,6 +47,8 @@ def cmd_fit(args):
     est = registry.make(args.method, **dict(args.param))
     print(f"fitting {est!r} on {args.dataset}/{args.split}: {tuple(X.shape)}", file=sys.stderr)
     est.fit(X.to(_device(args.device)), y if args.labels else None)
+    if args.labels and est.classes_ is None:
+        raise ValueError(f"method {args.method!r} does not use class labels: drop --labels")
     io.save(est, args.out)
     print(f"wrote {args.out}")
     return 0
@@ -52,6 +61,8 @@ def cmd_sample(args):
     seeds = range(args.seed, args.seed + args.n)
     noise = seeded_noise(seeds, den.image_shape_, device=device)
     y = None
+    if den.classes_ is None and args.label is not None:
+        raise ValueError(f"{args.model} is not class-conditional: drop --label")
     if den.classes_ is not None:
         picks = [args.label] * args.n if args.label is not None else \
             [den.classes_[i % len(den.classes_)] for i in range(args.n)]
@@ -84,7 +95,7 @@ def build_parser():
                    help="dataset name (default: the small Fashion-MNIST subset shipped in data/)")
     p.add_argument("--root", help="folder or file holding the dataset (see datasets.load)")
     p.add_argument("--split", default="train", choices=("train", "test"))
-    p.add_argument("--limit", type=int, help="use only the first LIMIT images")
+    p.add_argument("--limit", type=_positive_int, help="use only the first LIMIT images")
     p.add_argument("--labels", action="store_true",
                    help="fit a class-conditional denoiser (methods that support it)")
     p.add_argument("--param", type=_param, action="append", default=[], metavar="KEY=VALUE",
@@ -97,8 +108,8 @@ def build_parser():
                        description="Integrate the probability-flow ODE from seeded noise with a "
                                    "saved denoiser; writes a PNG grid and a .npy array beside it.")
     p.add_argument("model", help=".h5 file written by `fit`")
-    p.add_argument("-n", type=int, default=64, help="number of samples (default 64)")
-    p.add_argument("--steps", type=int, default=18, help="sampling steps (default 18)")
+    p.add_argument("-n", type=_positive_int, default=64, help="number of samples (default 64)")
+    p.add_argument("--steps", type=_positive_int, default=18, help="sampling steps (default 18)")
     p.add_argument("--sampler", default="heun", choices=sorted(SAMPLERS))
     p.add_argument("--sigma-min", type=float, default=0.002)
     p.add_argument("--sigma-max", type=float, default=80.0)

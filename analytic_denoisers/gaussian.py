@@ -112,6 +112,7 @@ class GaussianDenoiser(DenoiserMixin, BaseEstimator):
     """
 
     classes_ = None
+    _fitted_state = DenoiserMixin._fitted_state + ("mean_", "covariance_", "eigvals_", "eigvecs_")
 
     def __init__(self, rank=None, chunk_size=4096):
         self.rank = rank
@@ -119,17 +120,16 @@ class GaussianDenoiser(DenoiserMixin, BaseEstimator):
 
     def fit(self, X, y=None):
         """Fit mean and covariance of ``X`` (N, C, H, W); ``y`` is ignored. Returns self."""
-        self._reset_data_summary()
-        return self.partial_fit(X)
+        X = as_images(X, name="X")
+        return self._commit(moments(X, self.chunk_size), data_summary(X), reset=True)
 
     def partial_fit(self, X, y=None):
         """Add the images ``X`` (N, C, H, W) to the statistics and refresh the eigenbasis."""
-        X = as_images(X, name="X")
-        new = moments(X, self.chunk_size)
-        total = merge_moments(self.moments(), new) if self.__sklearn_is_fitted__() else new
-        self._update_data_summary(data_summary(X))
-        self._set_moments(total)
-        return self
+        if not self.__sklearn_is_fitted__():
+            return self.fit(X)
+        X = as_images(X, name="X", image_shape=self.image_shape_)
+        total = merge_moments(self.moments(), moments(X, self.chunk_size))
+        return self._commit(total, data_summary(X))
 
     def merge(self, other):
         """Merge another fitted GaussianDenoiser's statistics into this one (exact).
@@ -140,10 +140,10 @@ class GaussianDenoiser(DenoiserMixin, BaseEstimator):
             raise ValueError(f"can only merge a GaussianDenoiser, got {type(other).__name__}")
         self._check_fitted()
         other._check_fitted()
-        total = merge_moments(self.moments(), other.moments())
-        self._update_data_summary(other)
-        self._set_moments(total)
-        return self
+        if other.image_shape_ != self.image_shape_:
+            raise ValueError(f"cannot merge a fit on images of shape {other.image_shape_} into "
+                             f"one on images of shape {self.image_shape_}")
+        return self._commit(merge_moments(self.moments(), other.moments()), other)
 
     def moments(self):
         """The fitted sufficient statistics as :class:`~analytic_denoisers.stats.Moments`."""
@@ -151,20 +151,21 @@ class GaussianDenoiser(DenoiserMixin, BaseEstimator):
         n = self.n_samples_seen_
         return Moments(n, self.mean_, self.covariance_ * n)
 
-    def _set_moments(self, m):
-        self.mean_ = m.mean.cpu()
-        self.covariance_ = m.covariance().cpu()
-        self._fit_eigenbasis()
-
-    def _fit_eigenbasis(self):
-        d = self.mean_.shape[0]
-        rank = d if self.rank is None else int(self.rank)
-        if not 1 <= rank <= d:
-            raise ValueError(f"rank must be between 1 and d = {d}, got {self.rank}")
-        eigvals, eigvecs = torch.linalg.eigh(self.covariance_)  # ascending
-        self.eigvals_ = eigvals.flip(0)[:rank].clamp_min(0).contiguous()
-        self.eigvecs_ = eigvecs.flip(1)[:, :rank].contiguous()
-        self._cache = {}
+    def _commit(self, total, summary, reset=False):
+        """Set the fitted state from new moments; computed first, so an error changes nothing."""
+        covariance = total.covariance().cpu()
+        d = covariance.shape[0]
+        rank = d if self.rank is None else self.rank
+        if isinstance(rank, bool) or int(rank) != rank or not 1 <= rank <= d:
+            raise ValueError(f"rank must be an integer between 1 and d = {d}, got {self.rank!r}")
+        eigvals, eigvecs = torch.linalg.eigh(covariance)  # ascending
+        if reset:
+            self._reset_data_summary()
+        self._update_data_summary(summary)
+        self.mean_, self.covariance_ = total.mean.cpu(), covariance
+        self.eigvals_ = eigvals.flip(0)[:int(rank)].clamp_min(0).contiguous()
+        self.eigvecs_ = eigvecs.flip(1)[:, :int(rank)].contiguous()
+        return self
 
     def _denoise(self, x, sigma, y):
         return gaussian_posterior_mean(

@@ -78,6 +78,9 @@ def save(estimator, path):
                 ds = state.create_dataset(name, data=array, compression="gzip" if big else None,
                                           shuffle=big)
                 ds.attrs["kind"] = kind
+        umask = os.umask(0)  # mkstemp makes the file private: give it the usual permissions
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -98,7 +101,12 @@ def _open(path):
     if f.attrs.get("format") != FORMAT:
         f.close()
         raise FileFormatError(f"{path}: an HDF5 file, but not one written by analytic_denoisers")
-    version = int(f.attrs.get("schema_version", -1))
+    raw = f.attrs.get("schema_version", -1)
+    try:
+        version = int(raw)
+    except (TypeError, ValueError):
+        f.close()
+        raise FileFormatError(f"{path}: unreadable schema_version {raw!r}") from None
     if version > SCHEMA_VERSION:
         f.close()
         raise FileFormatError(f"{path}: written with schema version {version} by a newer "
@@ -146,11 +154,14 @@ def load(path):
             for key, ds in f["state"].items():
                 array = ds[()]
                 state[key] = torch.from_numpy(array) if ds.attrs["kind"] == "tensor" else array
+            missing = sorted(set(cls._fitted_state) - set(state))
+            if missing:
+                raise KeyError(f"missing fitted state {missing}")
+            state["image_shape_"] = tuple(state["image_shape_"])
+            state["value_range_"] = tuple(state["value_range_"])
         except (KeyError, OSError, ValueError, TypeError) as err:
             raise FileFormatError(f"{path}: truncated or corrupt contents ({err}); "
                                   "re-create it with est.save or `analytic-denoisers fit`") from None
-    state["image_shape_"] = tuple(state["image_shape_"])
-    state["value_range_"] = tuple(state["value_range_"])
     vars(estimator).update(state)
     estimator._cache = {}
     return estimator

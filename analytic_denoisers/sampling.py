@@ -12,7 +12,8 @@ import math
 
 import torch
 
-from .schedules import alpha_bar_from_sigma, check_sigmas
+from .base import as_images
+from .schedules import alpha_bar_from_sigma, check_sigmas, sigma_from_alpha_bar
 
 
 def _denoise_fn(denoiser, y):
@@ -77,7 +78,7 @@ def sample_ddim_vp(denoiser, x_t, alpha_bars, *, y=None, callback=None):
     Tensor of shape (N, C, H, W): the VP state at ``alpha_bars[-1]``.
     """
     alpha_bars = torch.as_tensor(alpha_bars, dtype=torch.float64)
-    sigmas = check_sigmas(torch.sqrt((1 - alpha_bars) / alpha_bars)).tolist()
+    sigmas = check_sigmas(sigma_from_alpha_bar(alpha_bars)).tolist()
     denoise = _denoise_fn(denoiser, y)
     for i, (a, a_next) in enumerate(zip(alpha_bars[:-1].tolist(), alpha_bars[1:].tolist())):
         denoised = denoise(x_t / math.sqrt(a), sigmas[i])  # the VE denoiser through the bridge
@@ -155,7 +156,7 @@ def sample(denoiser, noise, sigmas, method="heun", *, y=None, callback=None, ret
     if method not in SAMPLERS:
         raise ValueError(f"unknown sampler {method!r}; choose one of {sorted(SAMPLERS)}")
     sigmas = check_sigmas(sigmas)
-    x = noise * float(sigmas[0])
+    x = as_images(noise, name="noise") * float(sigmas[0])
     states = [x]
 
     def record(info):

@@ -27,16 +27,31 @@ def alpha_bar_from_sigma(sigma):
     return 1 / (1 + sigma.square())
 
 
+def _per_image(level, x):
+    """A float stays a float; a tensor of shape (N,) is shaped (N, 1, ...) to broadcast with x."""
+    if isinstance(level, torch.Tensor) and level.dim() > 0:
+        return level.to(x.device, x.dtype).reshape((-1,) + (1,) * (x.dim() - 1))
+    return float(level)
+
+
 def vp_to_ve(x_t, alpha_bar):
-    """VP state ``x_t`` at ``alpha_bar`` -> ``(x, sigma)`` with ``x = x_t / sqrt(alpha_bar)``."""
-    alpha_bar = torch.as_tensor(alpha_bar, dtype=torch.float64)
-    return x_t / math.sqrt(alpha_bar), float(sigma_from_alpha_bar(alpha_bar))
+    """VP state ``x_t`` at ``alpha_bar`` -> ``(x, sigma)`` with ``x = x_t / sqrt(alpha_bar)``.
+
+    ``alpha_bar`` is a float or a tensor of shape (N,) (one level per image); ``sigma`` has the
+    same form.
+    """
+    sigma = sigma_from_alpha_bar(alpha_bar)
+    scale = _per_image(torch.as_tensor(alpha_bar, dtype=torch.float64).sqrt(), x_t)
+    return x_t / scale, (sigma if sigma.dim() else float(sigma))
 
 
 def ve_to_vp(x, sigma):
-    """VE state ``x`` at ``sigma`` -> ``(x_t, alpha_bar)`` with ``x_t = sqrt(alpha_bar) x``."""
-    alpha_bar = float(alpha_bar_from_sigma(sigma))
-    return x * math.sqrt(alpha_bar), alpha_bar
+    """VE state ``x`` at ``sigma`` -> ``(x_t, alpha_bar)`` with ``x_t = sqrt(alpha_bar) x``.
+
+    ``sigma`` is a float or a tensor of shape (N,); ``alpha_bar`` has the same form.
+    """
+    alpha_bar = alpha_bar_from_sigma(sigma)
+    return x * _per_image(alpha_bar.sqrt(), x), (alpha_bar if alpha_bar.dim() else float(alpha_bar))
 
 
 def _append_zero(sigmas):

@@ -33,11 +33,11 @@ def test_fit_sample_info(tmp_path, capsys, method, extra):
 
 def test_sampling_is_seeded(tmp_path):
     model = tmp_path / "g.h5"
-    main(["fit", "gaussian", "--limit", "100", "--device", "cpu", "-o", str(model)])
+    assert main(["fit", "gaussian", "--limit", "100", "--device", "cpu", "-o", str(model)]) == 0
     runs = []
     for name, seed in (("a", "3"), ("b", "3"), ("c", "4")):
-        main(["sample", str(model), "-n", "2", "--steps", "3", "--seed", seed, "--device", "cpu",
-              "-o", str(tmp_path / f"{name}.png")])
+        assert main(["sample", str(model), "-n", "2", "--steps", "3", "--seed", seed,
+                     "--device", "cpu", "-o", str(tmp_path / f"{name}.png")]) == 0
         runs.append(np.load(tmp_path / f"{name}.npy"))
     assert np.array_equal(runs[0], runs[1]) and not np.array_equal(runs[0], runs[2])
 
@@ -47,5 +47,12 @@ def test_errors_are_reported_with_exit_code(tmp_path, capsys):
     assert "nope.h5" in capsys.readouterr().err
     assert main(["fit", "gaussian", "--param", "rank=0", "-o", str(tmp_path / "g.h5")]) == 2
     assert "rank" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        main(["fit", "no-such-method", "-o", "x.h5"])
+    assert main(["fit", "gaussian", "--limit", "50", "--labels", "-o", str(tmp_path / "g.h5")]) == 2
+    assert "does not use class labels" in capsys.readouterr().err
+    assert main(["fit", "gaussian", "--limit", "50", "-o", str(tmp_path / "g.h5")]) == 0
+    assert main(["sample", str(tmp_path / "g.h5"), "--label", "3", "-o", str(tmp_path / "s.png")]) == 2
+    assert "not class-conditional" in capsys.readouterr().err
+    for bad in (["fit", "no-such-method", "-o", "x.h5"], ["fit", "gaussian", "--limit", "0", "-o", "x.h5"],
+                ["sample", "x.h5", "-n", "0"]):
+        with pytest.raises(SystemExit):
+            main(bad)

@@ -49,6 +49,15 @@ def test_shape_dtype_device_kept(method, dtype):
         assert out.shape == x.shape and out.dtype == dtype and out.device == x.device
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_input_stays_on_cuda_and_matches_cpu(method):
+    den, x = fitted(method), tiny_images(3, SHAPE, seed=9)
+    out = den(x.cuda(), 0.5)
+    assert out.device.type == "cuda" and out.dtype == x.dtype
+    torch.testing.assert_close(out.cpu(), den(x, 0.5))
+
+
 def test_numpy_input_is_accepted(method):
     den, x = fitted(method), tiny_images(3, SHAPE, seed=3)
     torch.testing.assert_close(den(x.numpy(), 0.5), den(x, 0.5))
@@ -95,7 +104,7 @@ def test_save_load_round_trip(method, tmp_path):
 
 @pytest.mark.parametrize("bad, match", [
     (float("nan"), "NaN"), (float("inf"), "NaN or Inf"), (0.0, "positive"), (-1.0, "positive"),
-    (torch.ones(5), r"shape \(3,\)"),
+    (torch.ones(5), r"shape \(3,\)"), (1e-200, "too small"),
 ])
 def test_bad_sigma_raises(method, bad, match):
     with pytest.raises(ValueError, match=match):

@@ -7,7 +7,7 @@ import torch
 
 import analytic_denoisers as ad
 from analytic_denoisers.empirical import empirical_posterior_mean
-from problems import empirical_reference, tiny_images
+from problems import empirical_reference, randn, tiny_images
 
 SIGMAS = [1e-3, 1e-2, 0.1, 0.5, 1.0, 10.0, 1e2, 1e3]
 
@@ -52,12 +52,45 @@ def test_large_sigma_gives_training_mean():
     torch.testing.assert_close(out, data.mean(0).expand_as(out), rtol=0, atol=1e-6)
 
 
-def test_float32_extreme_sigmas_are_finite():
-    data, x = tiny_images(30, dtype=torch.float32, seed=12), tiny_images(4, dtype=torch.float32, seed=13)
-    den = ad.EmpiricalOptimalDenoiser(chunk_size=4).fit(data)
-    for sigma in (1e-3, 1e3):
-        out = den(x, sigma)
-        assert out.dtype == torch.float32 and torch.isfinite(out).all()
+def _midpoints(data, pairs):
+    """Queries exactly halfway between training images: softmax weights near 1/2 at any sigma."""
+    return torch.stack([(data[i] + data[j]) / 2 for i, j in pairs])
+
+
+@pytest.mark.parametrize("sigma", [1e-3, 1e-2])
+def test_split_weights_at_small_sigma(sigma):
+    data = tiny_images(12, seed=12)
+    x = _midpoints(data, [(0, 1), (2, 5), (7, 11)])
+    x = x + 1e-3 * sigma**2 * randn(*x.shape, seed=30)  # nudges the weights off exactly 1/2
+    out = ad.EmpiricalOptimalDenoiser(chunk_size=5).fit(data)(x, sigma)
+    ref = empirical_reference(x, sigma, data)
+    torch.testing.assert_close(out.reshape(3, -1), ref, rtol=1e-9, atol=1e-9)
+    halfway = _midpoints(data, [(0, 1), (2, 5), (7, 11)]).reshape(3, -1)
+    assert (ref - halfway).abs().max() < 1e-3  # the test really has split weights
+
+
+@pytest.mark.parametrize("sigma", [1e-3, 0.1, 1.0, 1e3])
+def test_float32_agrees_with_float64(sigma):
+    data, x = tiny_images(30, seed=13), tiny_images(4, seed=14)
+    x = torch.cat([x, _midpoints(data, [(3, 4)])])
+    ref = empirical_reference(x, sigma, data).reshape(x.shape)
+    out = ad.EmpiricalOptimalDenoiser(chunk_size=4).fit(data.float())(x.float(), sigma)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out.double(), ref, rtol=0, atol=1e-3)
+
+
+def test_jacobian_matches_autograd_of_brute_force_formula():
+    data, x = tiny_images(7, (1, 3, 3), seed=15), tiny_images(2, (1, 3, 3), seed=16)
+    sigma = torch.tensor([0.3, 1.5], dtype=torch.float64)
+    den = ad.EmpiricalOptimalDenoiser(chunk_size=3).fit(data)
+    flat = data.reshape(7, -1)
+
+    def brute(z):
+        sq = ((z.reshape(2, 1, -1) - flat) ** 2).sum(-1)  # (2, 7)
+        return (torch.softmax(-sq / (2 * sigma[:, None] ** 2), 1) @ flat).reshape(z.shape)
+
+    jac = torch.autograd.functional.jacobian(lambda z: den(z, sigma), x)
+    torch.testing.assert_close(jac, torch.autograd.functional.jacobian(brute, x), rtol=1e-9, atol=1e-9)
 
 
 def test_score_is_gradient_of_log_mixture_density():

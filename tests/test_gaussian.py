@@ -72,8 +72,31 @@ def test_rank_truncation_keeps_top_directions():
     flat = x.reshape(4, -1) - full.mean_
     expect = full.mean_ + (flat @ U) * (lam / (lam + 0.25)) @ U.T
     torch.testing.assert_close(low(x, 0.5).reshape(4, -1), expect)
+    for bad in (0, 10, 2.5):
+        with pytest.raises(ValueError, match="rank"):
+            ad.GaussianDenoiser(rank=bad).fit(X)
+
+
+def test_failed_updates_change_nothing():
+    from sklearn.exceptions import NotFittedError
+
+    X, _, _ = gaussian_problem(n=50, seed=15)
+    den = ad.GaussianDenoiser().fit(X)
+    before = den.covariance_.clone()
+    den.set_params(rank=100)
     with pytest.raises(ValueError, match="rank"):
-        ad.GaussianDenoiser(rank=10).fit(X)
+        den.partial_fit(X)
+    assert den.n_samples_seen_ == 50 and torch.equal(den.covariance_, before)
+    with pytest.raises(ValueError, match=r"\(1, 4, 4\), but the denoiser was fitted on images of shape \(1, 3, 3\)"):
+        den.set_params(rank=None).partial_fit(tiny_images(3, (1, 4, 4)))
+    with pytest.raises(ValueError, match="cannot merge"):
+        den.merge(ad.GaussianDenoiser().fit(tiny_images(3, (1, 4, 4))))
+    assert den.n_samples_seen_ == 50
+    bad = ad.GaussianDenoiser(rank=100)
+    with pytest.raises(ValueError, match="rank"):
+        bad.fit(X)
+    with pytest.raises(NotFittedError):
+        bad.denoise(X[:1], 1.0)
 
 
 def test_partial_fit_and_merge_are_exact():

@@ -1,5 +1,7 @@
 """HDF5 persistence: metadata, atomic writes, and clean failures on bad files."""
 
+import os
+
 import h5py
 import pytest
 import torch
@@ -87,12 +89,26 @@ def test_newer_schema_is_refused(saved):
         ad.load(path)
 
 
-def test_missing_state_is_reported(saved):
+@pytest.mark.parametrize("damage", [
+    lambda f: f.__delitem__("state"),
+    lambda f: f["state"].__delitem__("data_"),
+    lambda f: f["state"].attrs.__setitem__("scalars", "{}"),
+    lambda f: f.attrs.__setitem__("params", "{not json"),
+    lambda f: f.attrs.__setitem__("schema_version", "x"),
+])
+def test_damaged_contents_are_reported(saved, damage):
     _, path = saved
     with h5py.File(path, "a") as f:
-        del f["state"]
-    with pytest.raises(io.FileFormatError, match="corrupt"):
+        damage(f)
+    with pytest.raises(io.FileFormatError, match="emp.h5"):
         ad.load(path)
+
+
+def test_saved_file_is_readable_by_others(saved):
+    _, path = saved
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
 
 
 def test_save_creates_missing_folders(tmp_path):

@@ -49,6 +49,26 @@ def test_bridge_round_trip_and_formula():
     torch.testing.assert_close(x_back, x)
 
 
+def test_bridge_per_image_levels():
+    x = randn(3, 1, 2, 2, seed=206)
+    sigma = torch.tensor([0.1, 1.0, 10.0], dtype=torch.float64)
+    x_t, alpha_bar = schedules.ve_to_vp(x, sigma)
+    assert alpha_bar.shape == (3,)
+    for n in range(3):
+        expect, _ = schedules.ve_to_vp(x[n:n + 1], float(sigma[n]))
+        torch.testing.assert_close(x_t[n:n + 1], expect)
+    x_back, sigma_back = schedules.vp_to_ve(x_t, alpha_bar)
+    torch.testing.assert_close(x_back, x)
+    torch.testing.assert_close(sigma_back, sigma)
+
+
+def test_sample_accepts_numpy_noise():
+    den = ad.GaussianDenoiser().fit(tiny_images(10))
+    noise = randn(2, 1, 6, 6, seed=207)
+    torch.testing.assert_close(ad.sample(den, noise.numpy(), schedules.karras(4)),
+                               ad.sample(den, noise, schedules.karras(4)))
+
+
 def test_ddim_on_vp_grid_equals_euler_on_matching_sigma_grid():
     data = tiny_images(10, seed=1)
     den = ad.EmpiricalOptimalDenoiser().fit(data)  # non-linear, so the test is not trivial

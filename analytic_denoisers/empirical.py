@@ -68,10 +68,13 @@ def prepare(data):
     Prepared
     """
     data = data.reshape(data.shape[0], -1)
+    m, d = data.shape
     center = data.mean(0)
-    centred = data - center
-    ones = data.new_ones(data.shape[0], 1)
-    return Prepared(torch.cat([centred, ones, centred.square().sum(1, keepdim=True)], 1), center)
+    aug = data.new_empty(m, d + 2)  # filled in place: no (M, d) temporaries
+    centred = torch.sub(data, center, out=aug[:, :d])
+    aug[:, d] = 1
+    aug[:, d + 1] = torch.linalg.vector_norm(centred, dim=1).square()
+    return Prepared(aug, center)
 
 
 def empirical_posterior_mean(x, sigma, data, *, chunk_size=None, top_k=None, prepared=None):

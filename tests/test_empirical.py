@@ -72,7 +72,8 @@ def test_split_weights_at_small_sigma(sigma):
 @pytest.mark.parametrize("sigma", [1e-3, 0.1, 1.0, 1e3])
 def test_float32_agrees_with_float64(sigma):
     data, x = tiny_images(30, seed=13), tiny_images(4, seed=14)
-    x = torch.cat([x, _midpoints(data, [(3, 4)])])
+    if sigma >= 0.1:  # an exact tie at tiny sigma is decided by float32 rounding: float64 territory
+        x = torch.cat([x, _midpoints(data, [(3, 4)])])
     ref = empirical_reference(x, sigma, data).reshape(x.shape)
     out = ad.EmpiricalOptimalDenoiser(chunk_size=4).fit(data.float())(x.float(), sigma)
     assert out.dtype == torch.float32

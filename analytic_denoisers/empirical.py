@@ -53,8 +53,9 @@ def prepare(data):
     """Centre the training images on their mean and append ``1`` and the squared norm.
 
     Distances do not change under a common shift, and centred vectors have smaller norms, so
-    the expanded form of the logits loses less to float32 rounding (about 7x less on
-    Fashion-MNIST). With queries augmented as ``[x_n - c, 0, -1/2] / sigma_n^2``, one matrix
+    the expanded form of the logits loses less to float32 rounding (measured on Fashion-MNIST,
+    sigma 0.1 to 1: mean abs error against float64 about 1.5x smaller; the worst near-ties are
+    unchanged). With queries augmented as ``[x_n - c, 0, -1/2] / sigma_n^2``, one matrix
     product gives the logits ``((x_n - c).(x_i - c) - ||x_i - c||^2 / 2) / sigma_n^2``, and the
     weighted sum over the first ``d + 1`` columns gives the numerator and (in the column of
     ones) the softmax denominator.

@@ -20,10 +20,6 @@ from .base import DenoiserMixin, as_images, as_sigma, data_summary
 from .stats import Moments, merge_moments, moments
 
 
-def _flat_sq_sigma(sigma, x):
-    return as_sigma(sigma, x).square()[:, None]  # (N, 1)
-
-
 def gaussian_posterior_mean(x, sigma, mean, eigvals, eigvecs):
     """Wiener-filter posterior mean ``mu + U diag(lam / (lam + sigma^2)) U^T (x - mu)``.
 
@@ -41,7 +37,8 @@ def gaussian_posterior_mean(x, sigma, mean, eigvals, eigvecs):
     having zero variance (they are set to the mean).
     """
     flat = x.reshape(x.shape[0], -1) - mean
-    coef = eigvals / (eigvals + _flat_sq_sigma(sigma, x))  # (N, r) shrinkage per direction
+    var = as_sigma(sigma, x).square()[:, None]  # (N, 1)
+    coef = eigvals / (eigvals + var)  # (N, r) shrinkage per direction
     z = flat @ eigvecs  # (N, r) coordinates in the eigenbasis
     return (mean + (z * coef) @ eigvecs.T).reshape(x.shape)
 

@@ -36,6 +36,7 @@ from .base import DenoiserMixin
 from .empirical import EmpiricalOptimalDenoiser, empirical_posterior_mean
 from .gaussian import GaussianDenoiser, gaussian_posterior_mean, gaussian_trajectory
 from .io import FileFormatError, load
+from .locality import PCALocalityDenoiser, locality_masks, pca_locality_posterior_mean
 from .sampling import sample, sample_ddim, sample_euler, sample_heun
 
 __all__ = [
@@ -43,11 +44,14 @@ __all__ = [
     "EmpiricalOptimalDenoiser",
     "FileFormatError",
     "GaussianDenoiser",
+    "PCALocalityDenoiser",
     "datasets",
     "empirical_posterior_mean",
     "gaussian_posterior_mean",
     "gaussian_trajectory",
     "load",
+    "locality_masks",
+    "pca_locality_posterior_mean",
     "sample",
     "sample_ddim",
     "sample_euler",

@@ -9,7 +9,7 @@ only reproduces training images (e.g. Kadkhodaie et al., arXiv 2310.02557; Kamb 
 arXiv 2412.20292). The softmax is reduced over the data in chunks with a streaming log-sum-exp
 (running per-query maximum), so the result is exact and independent of the chunk size at any
 sigma, with no overflow or underflow from 1e-3 to 1e3 (weights are floored at a normal float,
-a relative change far below rounding, see ``_log_weight_floor``).
+a relative change far below rounding, see ``log_weight_floor``).
 """
 
 import math
@@ -24,11 +24,16 @@ from .base import DenoiserMixin, as_images, as_labels, as_sigma, data_summary
 _BLOCK_ELEMENTS = 2**19  # default size of one (queries x chunk) logit block: cache-sized
 
 
-def _default_chunk(n_queries):
-    return max(512, _BLOCK_ELEMENTS // max(n_queries, 1))
+def resolve_chunk(chunk_size, n_queries):
+    """Validated chunk size; by default about 2**19 / n_queries (a cache-sized logit block)."""
+    if chunk_size is None:
+        return max(512, _BLOCK_ELEMENTS // max(n_queries, 1))
+    if isinstance(chunk_size, bool) or int(chunk_size) != chunk_size or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+    return int(chunk_size)
 
 
-def _log_weight_floor(dtype):
+def log_weight_floor(dtype):
     """Log of the smallest weight kept: e times the smallest normal float of ``dtype``.
 
     Weights that would underflow below it are raised to it. That changes the result by a
@@ -115,33 +120,57 @@ def empirical_posterior_mean(x, sigma, data, *, chunk_size=None, top_k=None, pre
             f"training data must have d = {d} features, dtype {x.dtype} and device {x.device} "
             f"like x; got d = {aug.shape[1] - 2}, {aug.dtype}, {aug.device}"
         )
-    chunk = _default_chunk(n) if chunk_size is None else chunk_size
-    if int(chunk) != chunk or chunk < 1:
-        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size}")
-    chunk = int(chunk)
-    inv_var = as_sigma(sigma, x).square().reciprocal()[:, None]  # (N, 1)
-    aug_q = torch.cat([queries - center, queries.new_zeros(n, 1), queries.new_full((n, 1), -0.5)], 1)
-    aug_q = aug_q * inv_var  # (N, d + 2): [x_n - c, 0, -1/2] / sigma_n^2
+    chunk = resolve_chunk(chunk_size, n)
+    aug_q = augment_queries(queries, center, as_sigma(sigma, x))
     if top_k is not None:
         return (center + _top_k_posterior_mean(aug_q, aug, chunk, top_k)).reshape(x.shape)
+    return (center + softmax_average(aug_q, aug, aug[:, :d + 1], chunk)).reshape(x.shape)
 
+
+def augment_queries(queries, center, sigma):
+    """``[x_n - c, 0, -1/2] / sigma_n^2`` per query: shape (N, k + 2), to pair with :func:`prepare`.
+
+    queries : Tensor of shape (N, k); center : Tensor of shape (k,); sigma : Tensor of shape (N,)
+    """
+    n = queries.shape[0]
+    aug_q = torch.cat([queries - center, queries.new_zeros(n, 1), queries.new_full((n, 1), -0.5)], 1)
+    return aug_q * sigma.square().reciprocal()[:, None]
+
+
+def softmax_average(aug_q, keys, values, chunk):
+    """``sum_i softmax_i(aug_q . keys_i) values_i``, streamed over chunks of training images.
+
+    A streaming log-sum-exp with a per-query running maximum: exact, and independent of
+    ``chunk`` up to rounding.
+
+    Parameters
+    ----------
+    aug_q : Tensor of shape (N, k + 2), from :func:`augment_queries`
+    keys : Tensor of shape (M, k + 2), the ``augmented`` rows of :func:`prepare`
+    values : Tensor of shape (M, v + 1), the values to average with a last column of ones
+    chunk : int, training images per chunk
+
+    Returns
+    -------
+    Tensor of shape (N, v). Differentiable with respect to ``aug_q`` when autograd is on.
+    """
+    n, v = aug_q.shape[0], values.shape[1] - 1
     # the (N, chunk) blocks are updated in place unless autograd needs the intermediates
     in_place = not (torch.is_grad_enabled() and aug_q.requires_grad)
-    floor = _log_weight_floor(x.dtype)
-    run_max = torch.full((n, 1), -torch.inf, dtype=x.dtype, device=x.device)
-    acc = queries.new_zeros(n, d + 1)  # [numerator (d), denominator (1)]
-    for start in range(0, aug.shape[0], chunk):
-        block = aug[start:start + chunk]
-        logits = aug_q @ block.T  # (N, c)
+    floor = log_weight_floor(aug_q.dtype)
+    run_max = aug_q.new_full((n, 1), -torch.inf)
+    acc = aug_q.new_zeros(n, v + 1)  # [numerator (v), denominator (1)]
+    for start in range(0, keys.shape[0], chunk):
+        logits = aug_q @ keys[start:start + chunk].T  # (N, c)
         new_max = torch.maximum(run_max, logits.amax(1, keepdim=True)).detach()
         out = logits if in_place else None
-        # unnormalised weights, floored at a normal float (see _log_weight_floor)
+        # unnormalised weights, floored at a normal float (see log_weight_floor)
         weights = torch.exp(torch.clamp(torch.sub(logits, new_max, out=out), min=floor, out=out), out=out)
         if start > 0:  # rescale what was accumulated under the old maximum
             acc = acc * torch.exp(run_max - new_max)
-        acc = torch.addmm(acc, weights, block[:, :d + 1])
+        acc = torch.addmm(acc, weights, values[start:start + chunk])
         run_max = new_max
-    return (center + acc[:, :d] / acc[:, d:]).reshape(x.shape)
+    return acc[:, :v] / acc[:, v:]
 
 
 def _top_k_posterior_mean(aug_q, aug, chunk, k):

@@ -2,10 +2,12 @@
 
 from .empirical import EmpiricalOptimalDenoiser
 from .gaussian import GaussianDenoiser
+from .locality import PCALocalityDenoiser
 
 METHODS = {
     "gaussian": GaussianDenoiser,
     "empirical": EmpiricalOptimalDenoiser,
+    "pca-locality": PCALocalityDenoiser,
 }
 
 

@@ -50,3 +50,26 @@ def wiener_reference(x, sigma, mean, cov):
         mean + cov @ torch.linalg.solve(cov + s**2 * eye, xn - mean) for xn, s in zip(flat, sigma)
     ])
     return out.reshape(x.shape)
+
+
+def pca_locality_reference(x, sigma, data, threshold):
+    """Lukoianov et al.'s denoiser with explicit loops over queries, pixels and images.
+
+    The Wiener matrix comes from a linear solve with the biased covariance (no eigenbasis).
+    Returns the output (N, d) and the mask (d, d).
+    """
+    flat, xs = data.double().reshape(len(data), -1), x.double().reshape(len(x), -1)
+    d = flat.shape[1]
+    cov = torch.cov(flat.T, correction=0)
+    W = torch.linalg.solve(cov + sigma**2 * torch.eye(d, dtype=torch.float64), cov).T  # cov (cov + s^2 I)^-1
+    M = (W / W.diagonal()[:, None]).abs()
+    mask = M >= threshold * M.max()
+    out = torch.empty_like(xs)
+    for n in range(len(xs)):
+        for m in range(d):
+            keys = mask[:, m].nonzero().squeeze(1)
+            logits = [-float(((xs[n, keys] - xi[keys]) ** 2).sum()) / (2 * sigma**2) for xi in flat]
+            top = max(logits)
+            weights = [math.exp(v - top) for v in logits]
+            out[n, m] = sum(w * float(xi[m]) for w, xi in zip(weights, flat)) / sum(weights)
+    return out, mask

@@ -12,7 +12,7 @@ from problems import tiny_images
 
 SHAPE = (1, 6, 6)
 # extra hyper-parameters per method for the chunk-invariance test
-CHUNK_PARAMS = {"gaussian": "chunk_size", "empirical": "chunk_size"}
+CHUNK_PARAMS = {"gaussian": "chunk_size", "empirical": "chunk_size", "pca-locality": "chunk_size"}
 
 
 @pytest.fixture(params=sorted(METHODS))

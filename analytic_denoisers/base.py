@@ -67,6 +67,12 @@ def as_images(x, name="x", image_shape=None):
     return x
 
 
+def as_training_images(X):
+    """Validated training images (N, C, H, W), kept in float64 if given so, else float32."""
+    X = as_images(X, name="X")
+    return X if X.dtype == torch.float64 else X.float()
+
+
 def as_sigma(sigma, x):
     """Validate noise levels and return them as a tensor of shape (N,) like ``x``.
 
@@ -285,6 +291,7 @@ __all__ = [
     "NotFittedError",
     "append_dims",
     "as_images",
+    "as_training_images",
     "as_labels",
     "as_sigma",
     "data_fingerprint",

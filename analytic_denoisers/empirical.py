@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator
 
-from .base import DenoiserMixin, as_images, as_labels, as_sigma, data_summary
+from .base import DenoiserMixin, as_training_images, as_labels, as_sigma, data_summary
 
 _BLOCK_ELEMENTS = 2**19  # default size of one (queries x chunk) logit block: cache-sized
 
@@ -224,9 +224,7 @@ class EmpiricalOptimalDenoiser(DenoiserMixin, BaseEstimator):
 
     def fit(self, X, y=None):
         """Store the training images ``X`` (N, C, H, W) and optional labels ``y`` (N,)."""
-        X = as_images(X, name="X")
-        if X.dtype != torch.float64:
-            X = X.float()
+        X = as_training_images(X)
         self._reset_data_summary()
         self.labels_ = self.classes_ = self.class_offsets_ = None
         if y is not None:

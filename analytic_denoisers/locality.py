@@ -20,7 +20,7 @@ yet).
 import torch
 from sklearn.base import BaseEstimator
 
-from .base import DenoiserMixin, as_images, data_summary
+from .base import DenoiserMixin, as_training_images, data_summary
 from .empirical import log_weight_floor, resolve_chunk
 from .gaussian import GaussianDenoiser
 
@@ -133,9 +133,7 @@ class PCALocalityDenoiser(DenoiserMixin, BaseEstimator):
 
     def fit(self, X, y=None):
         """Store the training images ``X`` (N, C, H, W) and fit their Gaussian. Returns self."""
-        X = as_images(X, name="X")
-        if X.dtype != torch.float64:
-            X = X.float()
+        X = as_training_images(X)
         gauss = GaussianDenoiser(rank=self.rank).fit(X)
         self._reset_data_summary()
         self._update_data_summary(data_summary(X))

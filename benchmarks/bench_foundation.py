@@ -18,13 +18,12 @@ markdown table. Needs the Debian package dataset-fashion-mnist (or ``--root``).
 """
 
 import argparse
-from pathlib import Path
 
 import torch
 
 import analytic_denoisers as ad
-from analytic_denoisers.sampling import seeded_noise
-from common import PeakRSS, markdown_table, median_time, report_header
+from common import (PeakRSS, fashion_mnist_inputs, markdown_table, median_time, report_header,
+                    write_report)
 
 SIGMAS = (0.002, 0.01, 0.1, 0.5, 1.0, 5.0, 80.0)
 
@@ -51,9 +50,7 @@ def main():
     parser.add_argument("--out", help="write the markdown report here")
     args = parser.parse_args()
 
-    X = ad.datasets.load("fashion-mnist", "train", args.root)
-    test = ad.datasets.load("fashion-mnist", "test", args.root)[:args.batch]
-    noise = seeded_noise(range(args.batch), test.shape[1:])
+    X, test, noise = fashion_mnist_inputs(args.root, args.batch)
     n, m, d = args.batch, len(X), X[0].numel()
     lines = report_header("Foundation benchmark: empirical-optimal and Gaussian denoisers")
     lines += [f"Training set: Fashion-MNIST train, {m} x {d}; queries: {n} test images + sigma * "
@@ -125,10 +122,7 @@ def main():
     lines += markdown_table(["sigma", "eigenbasis ms", "d x d matrix per call ms", "speed-up",
                              "max abs diff vs float64"], rows)
 
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text)
+    write_report(lines, args.out)
 
 
 if __name__ == "__main__":

@@ -15,13 +15,12 @@ the exact path, and peak memory, with the sum over the schedule. Needs the Debia
 """
 
 import argparse
-from pathlib import Path
 
 import torch
 
 import analytic_denoisers as ad
-from analytic_denoisers.sampling import seeded_noise
-from common import PeakRSS, markdown_table, median_time, report_header
+from common import (PeakRSS, fashion_mnist_inputs, markdown_table, median_time, report_header,
+                    write_report)
 
 
 def dense_masked(x, sigma, data, mask, chunk=500):
@@ -44,9 +43,7 @@ def main():
     parser.add_argument("--out", help="write the markdown report here")
     args = parser.parse_args()
 
-    X = ad.datasets.load("fashion-mnist", "train", args.root)
-    test = ad.datasets.load("fashion-mnist", "test", args.root)[:args.batch]
-    noise = seeded_noise(range(args.batch), test.shape[1:])
+    X, test, noise = fashion_mnist_inputs(args.root, args.batch)
     data = X.reshape(len(X), -1)
     den = ad.PCALocalityDenoiser(threshold=args.threshold).fit(X)
     sigmas = ad.schedules.karras(10, 0.002, 80.0)[:-1].tolist()
@@ -76,10 +73,7 @@ def main():
                              "fast peak MiB", "dense peak MiB"], rows)
     lines += ["", "The target of the locality issue (at least 20x faster, summed over the "
               "schedule) is not met yet: both compute every masked distance densely."]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text)
+    write_report(lines, args.out)
 
 
 if __name__ == "__main__":

@@ -7,8 +7,12 @@ import statistics
 import sys
 import threading
 import time
+from pathlib import Path
 
 import torch
+
+import analytic_denoisers as ad
+from analytic_denoisers.sampling import seeded_noise
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -79,3 +83,18 @@ def markdown_table(header, rows):
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return lines
+
+
+def fashion_mnist_inputs(root, batch):
+    """Full Fashion-MNIST train set, the first ``batch`` test images and their seeded noise."""
+    X = ad.datasets.load("fashion-mnist", "train", root)
+    test = ad.datasets.load("fashion-mnist", "test", root)[:batch]
+    return X, test, seeded_noise(range(batch), test.shape[1:])
+
+
+def write_report(lines, out=None):
+    """Print the markdown report and, if ``out`` is given, write it there."""
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if out:
+        Path(out).write_text(text)

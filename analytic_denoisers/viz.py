@@ -26,14 +26,20 @@ def image_grid(images, nrow=8, padding=2):
     return (grid * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
 
 
-def save_grid(images, path, nrow=8, scale=1):
-    """Write images in [-1, 1], shape (N, C, H, W), as one PNG grid; ``scale`` enlarges pixels."""
+def _grid_image(images, nrow, scale):
     img = Image.fromarray(image_grid(images, nrow=nrow))
-    if scale != 1:
-        img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+    return img.resize((img.width * scale, img.height * scale), Image.NEAREST) if scale != 1 else img
+
+
+def _save(img, path):
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     img.save(path)
     return Path(path)
+
+
+def save_grid(images, path, nrow=8, scale=1):
+    """Write images in [-1, 1], shape (N, C, H, W), as one PNG grid; ``scale`` enlarges pixels."""
+    return _save(_grid_image(images, nrow, scale), path)
 
 
 def save_labelled_rows(rows, path, scale=2, label_width=150, title=None):
@@ -47,8 +53,7 @@ def save_labelled_rows(rows, path, scale=2, label_width=150, title=None):
     label_width : int, width in pixels of the label column
     title : str, optional, a line of text above the rows
     """
-    strips = [Image.fromarray(image_grid(imgs, nrow=len(imgs))) for _, imgs in rows]
-    strips = [s.resize((s.width * scale, s.height * scale), Image.NEAREST) for s in strips]
+    strips = [_grid_image(imgs, len(imgs), scale) for _, imgs in rows]
     top = 20 if title else 0
     width = label_width + max(s.width for s in strips)
     canvas = Image.new("RGB", (width, top + sum(s.height for s in strips)), "white")
@@ -60,7 +65,5 @@ def save_labelled_rows(rows, path, scale=2, label_width=150, title=None):
         canvas.paste(strip, (label_width, y))
         draw.text((4, y + strip.height // 2 - 6), label, fill="black")
         y += strip.height
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    canvas.save(path)
-    return Path(path)
+    return _save(canvas, path)
 

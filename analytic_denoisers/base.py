@@ -271,6 +271,44 @@ class DenoiserMixin:
         self.__dict__.update(new)
         self._cache = {}
 
+    def _store_training_set(self, X, y=None):
+        """Keep validated training images (sorted by class when labelled) and their summary.
+
+        Sets ``data_`` (M, C, H, W) on the CPU, and ``labels_``, ``classes_`` and
+        ``class_offsets_`` (``data_[class_offsets_[k]:class_offsets_[k + 1]]`` are the images of
+        ``classes_[k]``), all None without labels.
+        """
+        X = as_training_images(X)
+        self._reset_data_summary()
+        self.labels_ = self.classes_ = self.class_offsets_ = None
+        if y is not None:
+            y = as_labels(y, X.shape[0], device=X.device)
+            order = torch.argsort(y, stable=True)
+            X, y = X[order], y[order]
+            classes, counts = torch.unique_consecutive(y, return_counts=True)
+            self.labels_ = y.cpu()
+            self.classes_ = classes.cpu().numpy()
+            self.class_offsets_ = np.concatenate([[0], np.cumsum(counts.cpu().numpy())])
+        self.data_ = X.detach().cpu().contiguous()
+        self._update_data_summary(data_summary(self.data_))
+
+    def _groups(self, sigma, y):
+        """Queries sharing a noise level and a class: yields ``(rows, level, lo, hi)``.
+
+        ``rows`` index the batch, ``level`` is their float sigma and ``data_[lo:hi]`` the
+        training images they are compared with (all of them without labels).
+        """
+        bounds = [(None, 0, len(self.data_))] if y is None else [
+            (label, int(lo), int(hi))
+            for label, lo, hi in zip(self.classes_.tolist(), self.class_offsets_[:-1], self.class_offsets_[1:])
+        ]
+        for level in torch.unique(sigma).tolist():
+            at_level = sigma == level
+            for label, lo, hi in bounds:
+                rows = (at_level if label is None else at_level & (y == label)).nonzero().squeeze(1)
+                if len(rows):
+                    yield rows, level, lo, hi
+
     def _fitted_on(self, name, like):
         """A fitted tensor attribute on the device and in the dtype of ``like`` (memoised)."""
         return self._derived(

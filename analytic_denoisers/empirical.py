@@ -15,11 +15,10 @@ a relative change far below rounding, see ``log_weight_floor``).
 import math
 from typing import NamedTuple
 
-import numpy as np
 import torch
 from sklearn.base import BaseEstimator
 
-from .base import DenoiserMixin, as_training_images, as_labels, as_sigma, data_summary
+from .base import DenoiserMixin, as_sigma
 
 _BLOCK_ELEMENTS = 2**19  # default size of one (queries x chunk) logit block: cache-sized
 
@@ -140,8 +139,8 @@ def augment_queries(queries, center, sigma):
 def softmax_average(aug_q, keys, values, chunk):
     """``sum_i softmax_i(aug_q . keys_i) values_i``, streamed over chunks of training images.
 
-    A streaming log-sum-exp with a per-query running maximum: exact, and independent of
-    ``chunk`` up to rounding.
+    A streaming log-sum-exp with a per-query running maximum (:class:`StreamingSoftmax`):
+    exact, and independent of ``chunk`` up to rounding.
 
     Parameters
     ----------
@@ -154,23 +153,49 @@ def softmax_average(aug_q, keys, values, chunk):
     -------
     Tensor of shape (N, v). Differentiable with respect to ``aug_q`` when autograd is on.
     """
-    n, v = aug_q.shape[0], values.shape[1] - 1
-    # the (N, chunk) blocks are updated in place unless autograd needs the intermediates
-    in_place = not (torch.is_grad_enabled() and aug_q.requires_grad)
-    floor = log_weight_floor(aug_q.dtype)
-    run_max = aug_q.new_full((n, 1), -torch.inf)
-    acc = aug_q.new_zeros(n, v + 1)  # [numerator (v), denominator (1)]
+    acc = StreamingSoftmax(aug_q.shape[0], values.shape[1], aug_q)
     for start in range(0, keys.shape[0], chunk):
-        logits = aug_q @ keys[start:start + chunk].T  # (N, c)
-        new_max = torch.maximum(run_max, logits.amax(1, keepdim=True)).detach()
-        out = logits if in_place else None
+        acc.add(aug_q @ keys[start:start + chunk].T, values[start:start + chunk])
+    return acc.result()
+
+
+class StreamingSoftmax:
+    """Running ``sum_i softmax_i(logits_i) values_i`` over blocks of candidates, exact.
+
+    Keeps one running maximum per query; what was accumulated under an older maximum is
+    rescaled when it grows, so the result does not depend on how the candidates are split into
+    blocks (up to rounding). Weights are floored at a normal float (see ``log_weight_floor``).
+
+    Parameters
+    ----------
+    n : int, number of queries
+    width : int, ``v + 1``: values per candidate, the last column being ones (the denominator)
+    like : Tensor giving dtype and device; if it requires grad, nothing is updated in place
+    """
+
+    def __init__(self, n, width, like):
+        # the (N, c) logit blocks are updated in place unless autograd needs the intermediates
+        self.in_place = not (torch.is_grad_enabled() and like.requires_grad)
+        self.floor = log_weight_floor(like.dtype)
+        self.run_max = like.new_full((n, 1), -torch.inf)
+        self.acc = like.new_zeros(n, width)  # [numerator (v), denominator (1)]
+        self.started = False
+
+    def add(self, logits, values):
+        """Fold in one block: ``logits`` (N, c) and ``values`` (c, v + 1)."""
+        new_max = torch.maximum(self.run_max, logits.amax(1, keepdim=True)).detach()
+        out = logits if self.in_place else None
         # unnormalised weights, floored at a normal float (see log_weight_floor)
-        weights = torch.exp(torch.clamp(torch.sub(logits, new_max, out=out), min=floor, out=out), out=out)
-        if start > 0:  # rescale what was accumulated under the old maximum
-            acc = acc * torch.exp(run_max - new_max)
-        acc = torch.addmm(acc, weights, values[start:start + chunk])
-        run_max = new_max
-    return acc[:, :v] / acc[:, v:]
+        weights = torch.exp(torch.clamp(torch.sub(logits, new_max, out=out), min=self.floor, out=out), out=out)
+        if self.started:  # rescale what was accumulated under the old maximum
+            self.acc = self.acc * torch.exp(self.run_max - new_max)
+        self.started = True
+        self.acc = torch.addmm(self.acc, weights, values)
+        self.run_max = new_max
+
+    def result(self):
+        """The averages, shape (N, v)."""
+        return self.acc[:, :-1] / self.acc[:, -1:]
 
 
 def _top_k_posterior_mean(aug_q, aug, chunk, k):
@@ -224,19 +249,7 @@ class EmpiricalOptimalDenoiser(DenoiserMixin, BaseEstimator):
 
     def fit(self, X, y=None):
         """Store the training images ``X`` (N, C, H, W) and optional labels ``y`` (N,)."""
-        X = as_training_images(X)
-        self._reset_data_summary()
-        self.labels_ = self.classes_ = self.class_offsets_ = None
-        if y is not None:
-            y = as_labels(y, X.shape[0], device=X.device)
-            order = torch.argsort(y, stable=True)
-            X, y = X[order], y[order]
-            classes, counts = torch.unique_consecutive(y, return_counts=True)
-            self.labels_ = y.cpu()
-            self.classes_ = classes.cpu().numpy()
-            self.class_offsets_ = np.concatenate([[0], np.cumsum(counts.cpu().numpy())])
-        self.data_ = X.detach().cpu().contiguous()
-        self._update_data_summary(data_summary(self.data_))
+        self._store_training_set(X, y)
         return self
 
     def _denoise(self, x, sigma, y):

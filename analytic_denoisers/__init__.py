@@ -31,12 +31,13 @@ Quick start::
 
 __version__ = "0.1.0"
 
-from . import datasets, schedules, stats
+from . import datasets, scales, schedules, stats
 from .base import DenoiserMixin
 from .empirical import EmpiricalOptimalDenoiser, empirical_posterior_mean
 from .gaussian import GaussianDenoiser, gaussian_posterior_mean, gaussian_trajectory
 from .io import FileFormatError, load
 from .locality import PCALocalityDenoiser, locality_masks, pca_locality_posterior_mean
+from .patches import LocalScoreDenoiser, PatchCompositeDenoiser
 from .sampling import sample, sample_ddim, sample_euler, sample_heun
 
 __all__ = [
@@ -44,7 +45,9 @@ __all__ = [
     "EmpiricalOptimalDenoiser",
     "FileFormatError",
     "GaussianDenoiser",
+    "LocalScoreDenoiser",
     "PCALocalityDenoiser",
+    "PatchCompositeDenoiser",
     "datasets",
     "empirical_posterior_mean",
     "gaussian_posterior_mean",
@@ -56,6 +59,7 @@ __all__ = [
     "sample_ddim",
     "sample_euler",
     "sample_heun",
+    "scales",
     "schedules",
     "stats",
 ]

@@ -22,6 +22,8 @@ import h5py
 import numpy as np
 import torch
 
+from .scales import json_default, json_object_hook
+
 FORMAT = "analytic_denoisers"
 SCHEMA_VERSION = 1
 
@@ -47,7 +49,7 @@ def save(estimator, path):
     estimator._check_fitted()
     path = Path(path)
     try:
-        params = json.dumps(estimator.get_params(deep=False))
+        params = json.dumps(estimator.get_params(deep=False), default=json_default)  # schedules as dicts
     except TypeError as err:
         raise ValueError(f"cannot save {type(estimator).__name__}: its parameters are not JSON "
                          f"serialisable ({err})") from None
@@ -149,7 +151,7 @@ def load(path):
         if not (isinstance(cls, type) and issubclass(cls, analytic_denoisers.DenoiserMixin)):
             raise FileFormatError(f"{path}: unknown denoiser class {name!r}")
         try:
-            estimator = cls(**json.loads(f.attrs["params"]))
+            estimator = cls(**json.loads(f.attrs["params"], object_hook=json_object_hook))
             state = json.loads(f["state"].attrs["scalars"])
             for key, ds in f["state"].items():
                 array = ds[()]

@@ -3,11 +3,14 @@
 from .empirical import EmpiricalOptimalDenoiser
 from .gaussian import GaussianDenoiser
 from .locality import PCALocalityDenoiser
+from .patches import LocalScoreDenoiser, PatchCompositeDenoiser
 
 METHODS = {
     "gaussian": GaussianDenoiser,
     "empirical": EmpiricalOptimalDenoiser,
     "pca-locality": PCALocalityDenoiser,
+    "local-score": LocalScoreDenoiser,
+    "patch-composite": PatchCompositeDenoiser,
 }
 
 

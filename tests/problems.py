@@ -73,3 +73,81 @@ def pca_locality_reference(x, sigma, data, threshold):
             weights = [math.exp(v - top) for v in logits]
             out[n, m] = sum(w * float(xi[m]) for w, xi in zip(weights, flat)) / sum(weights)
     return out, mask
+
+
+def _softmax_mean(logits, values):
+    """sum_k softmax(logits)_k values_k with a float64 log-sum-exp; values are tensors."""
+    top = max(logits)
+    weights = [math.exp(v - top) for v in logits]
+    return sum(w * v for w, v in zip(weights, values)) / sum(weights)
+
+
+def _patch(img, r, c, size, circular):
+    """The size x size patch of img (C, H, W) centred on (r, c), channels x rows x cols, as a list."""
+    _, h, w = img.shape
+    half, vals = size // 2, []
+    for ch in range(img.shape[0]):
+        for dr in range(-half, half + 1):
+            for dc in range(-half, half + 1):
+                rr, cc = r + dr, c + dc
+                if circular:
+                    vals.append(float(img[ch, rr % h, cc % w]))
+                else:
+                    vals.append(float(img[ch, rr, cc]) if 0 <= rr < h and 0 <= cc < w else 0.0)
+    return vals
+
+
+def local_score_reference(x, sigma, data, patch_size, mode):
+    """Kamb & Ganguli's machines with explicit loops over queries, pixels, locations and images.
+
+    mode: "ls" (co-located zero-padded patches), "els" (every circular patch of every image),
+    "bbels" (zero padding; a pixel is compared with locations at the same border position:
+    rows are "top r", "bottom r" or interior, likewise columns).
+    """
+    x, data = x.double(), data.double()
+    _, _, h, w = x.shape
+    half, circular = patch_size // 2, mode == "els"
+
+    def border(r, n):
+        return ("start", r) if r < half else ("end", n - r) if r >= n - half else "interior"
+
+    train = {(i, r, c): _patch(data[i], r, c, patch_size, circular)
+             for i in range(len(data)) for r in range(h) for c in range(w)}
+    out = torch.empty_like(x)
+    for n in range(len(x)):
+        for r in range(h):
+            for c in range(w):
+                query = _patch(x[n], r, c, patch_size, circular)
+                if mode == "ls":
+                    places = [(r, c)]
+                elif mode == "els":
+                    places = [(a, b) for a in range(h) for b in range(w)]
+                else:
+                    places = [(a, b) for a in range(h) for b in range(w)
+                              if border(a, h) == border(r, h) and border(b, w) == border(c, w)]
+                logits, values = [], []
+                for i in range(len(data)):
+                    for a, b in places:
+                        dist = sum((u - v) ** 2 for u, v in zip(query, train[(i, a, b)]))
+                        logits.append(-dist / (2 * sigma**2))
+                        values.append(data[i, :, a, b])
+                out[n, :, r, c] = _softmax_mean(logits, values)
+    return out
+
+
+def patch_composite_reference(x, sigma, data, size):
+    """PSPC-Square with explicit loops: every size x size crop inside the image gets its
+    posterior mean over the training crops at the same place; pixels average their crops."""
+    x, data = x.double(), data.double()
+    _, _, h, w = x.shape
+    out = torch.zeros_like(x)
+    for n in range(len(x)):
+        num, count = torch.zeros_like(x[n]), torch.zeros(h, w, dtype=torch.float64)
+        for a in range(h - size + 1):
+            for b in range(w - size + 1):
+                crop = (slice(None), slice(a, a + size), slice(b, b + size))
+                logits = [-float(((x[n][crop] - xi[crop]) ** 2).sum()) / (2 * sigma**2) for xi in data]
+                num[crop] += _softmax_mean(logits, [xi[crop] for xi in data])
+                count[a:a + size, b:b + size] += 1
+        out[n] = num / count
+    return out

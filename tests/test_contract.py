@@ -11,26 +11,36 @@ from analytic_denoisers.registry import METHODS
 from problems import tiny_images
 
 SHAPE = (1, 6, 6)
-# extra hyper-parameters per method for the chunk-invariance test
-CHUNK_PARAMS = {"gaussian": "chunk_size", "empirical": "chunk_size", "pca-locality": "chunk_size"}
+# every registered method, plus variants that take a different code path: name -> (method, params)
+CASES = {name: (name, {}) for name in METHODS}
+CASES["els"] = ("local-score", dict(patch_size=3, equivariant=True, padding="circular"))
+CASES["bbels"] = ("local-score", dict(patch_size=3, equivariant=True, padding="zeros"))
+# extra hyper-parameter per method for the chunk-invariance test
+CHUNK_PARAMS = {name: "chunk_size" for name in METHODS}
 
 
-@pytest.fixture(params=sorted(METHODS))
+@pytest.fixture(params=sorted(CASES))
 def method(request):
     return request.param
 
 
+def make(case, **params):
+    name, preset = CASES[case]
+    return METHODS[name](**{**preset, **params})
+
+
 def fitted(method, dtype=torch.float64, **params):
-    return METHODS[method](**params).fit(tiny_images(16, SHAPE, seed=1, dtype=dtype))
+    return make(method, **params).fit(tiny_images(16, SHAPE, seed=1, dtype=dtype))
 
 
 def test_every_method_is_exported_and_has_a_chunk_parameter(method):
-    assert getattr(ad, METHODS[method].__name__) is METHODS[method]
-    assert CHUNK_PARAMS[method] in METHODS[method]().get_params()
+    cls = METHODS[CASES[method][0]]
+    assert getattr(ad, cls.__name__) is cls
+    assert CHUNK_PARAMS[CASES[method][0]] in cls().get_params()
 
 
 def test_fit_returns_self_and_clone_keeps_params(method):
-    est = METHODS[method]()
+    est = make(method)
     assert est.fit(tiny_images(5, SHAPE)) is est
     assert clone(est).get_params() == est.get_params()
     assert not hasattr(clone(est), "image_shape_")
@@ -38,7 +48,7 @@ def test_fit_returns_self_and_clone_keeps_params(method):
 
 def test_unfitted_use_raises(method):
     with pytest.raises(NotFittedError):
-        METHODS[method]().denoise(tiny_images(2, SHAPE), 1.0)
+        make(method).denoise(tiny_images(2, SHAPE), 1.0)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -79,7 +89,7 @@ def test_batch_invariance(method):
 
 def test_chunk_size_invariance(method):
     x = tiny_images(5, SHAPE, seed=6)
-    outs = [fitted(method, **{CHUNK_PARAMS[method]: c})(x, 0.4) for c in (1, 5, 1000)]
+    outs = [fitted(method, **{CHUNK_PARAMS[CASES[method][0]]: c})(x, 0.4) for c in (1, 5, 1000)]
     for out in outs[1:]:
         torch.testing.assert_close(out, outs[0], rtol=1e-12, atol=1e-12)
 
@@ -129,10 +139,10 @@ def test_bad_x_raises(method):
 
 def test_bad_training_data_raises(method):
     with pytest.raises(ValueError, match="empty"):
-        METHODS[method]().fit(torch.zeros(0, 1, 6, 6))
+        make(method).fit(torch.zeros(0, 1, 6, 6))
     X = tiny_images(4, SHAPE)
     X[1, 0, 0, 0] = float("inf")
     with pytest.raises(ValueError, match="NaN or Inf"):
-        METHODS[method]().fit(X)
+        make(method).fit(X)
     with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
-        METHODS[method]().fit(np.zeros((4, 36)))
+        make(method).fit(np.zeros((4, 36)))

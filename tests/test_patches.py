@@ -4,7 +4,8 @@ import pytest
 import torch
 
 import analytic_denoisers as ad
-from analytic_denoisers.patches import equivariant_position_sets, window_sums
+from analytic_denoisers.patches import (build_patch_index, equivariant_local_score_posterior_mean,
+                                        equivariant_position_sets, merge_duplicates, window_sums)
 from problems import empirical_reference, local_score_reference, patch_composite_reference, randn, tiny_images
 
 SIGMAS = [1e-2, 0.1, 1.0, 10.0, 1e2]
@@ -155,3 +156,55 @@ def test_patch_size_calibration_and_table_round_trip(tmp_path):
     back = ad.load(tmp_path / "ls.h5")
     assert back.patch_size == result.schedule
     torch.testing.assert_close(back(held_out, 0.3), target(held_out, 0.3))
+
+
+@pytest.mark.parametrize("padding", ["circular", "zeros"])
+@pytest.mark.parametrize("sigma", SIGMAS)
+def test_pruned_els_is_within_its_bound(padding, sigma):
+    data = tiny_images(10, (2, 6, 6), seed=21)
+    x = near_data(data, 2, sigma, seed=22)
+    sets = equivariant_position_sets(6, 6, 3, padding)
+    indexes = [build_patch_index(data, 3, padding, pos, n_clusters=12) for pos in sets]
+    exact = local_score_reference(x, sigma, data, 3, "els" if padding == "circular" else "bbels")
+    for tol in (1e-12, 1e-2):
+        stats = {}
+        out = equivariant_local_score_posterior_mean(x, sigma, data, 3, padding=padding, prune_tol=tol,
+                                                     indexes=indexes, stats=stats)
+        assert (out - exact).abs().max() <= 2 * tol * data.abs().max() + 1e-12
+        assert 0 < stats["computed_fraction"] <= 1
+    if sigma == 1e-2:  # peaked softmaxes: many clusters are provably negligible (measured 0.45-0.63)
+        assert stats["computed_fraction"] < 0.7
+    if sigma >= 1:  # flat softmaxes: nothing can be skipped
+        assert stats["computed_fraction"] == 1
+
+
+def test_pruned_denoiser_matches_exact_and_validates():
+    data = tiny_images(12, (1, 6, 6), seed=23)
+    x = near_data(data, 2, 0.05, seed=24)
+    exact = ad.LocalScoreDenoiser(patch_size=3, equivariant=True, padding="circular").fit(data)
+    pruned = ad.LocalScoreDenoiser(patch_size=3, equivariant=True, padding="circular", prune_tol=1e-10).fit(data)
+    torch.testing.assert_close(pruned(x, 0.05), exact(x, 0.05), rtol=0, atol=1e-9)
+    for bad in (dict(prune_tol=0.0, equivariant=True), dict(prune_tol=2.0, equivariant=True), dict(prune_tol=1e-3)):
+        with pytest.raises(ValueError, match="prune_tol"):
+            ad.LocalScoreDenoiser(**bad).fit(data)
+    index = build_patch_index(data, 3, "circular", torch.arange(36), n_clusters=5)
+    assert index.offsets[-1] == index.total == 12 * 36 and len(index.centroids) == len(index.offsets) - 1
+    member = index.keys[:, :-1] - index.centroids.repeat_interleave(torch.tensor(index.offsets).diff(), 0)
+    assert (member.norm(dim=1) <= index.radii.repeat_interleave(torch.tensor(index.offsets).diff()) + 1e-12).all()
+
+
+def test_merge_duplicates_counts_identical_rows():
+    rows = torch.tensor([[1.0, 2.0], [0.5, 0.0], [1.0, 2.0], [3.0, 1.0], [1.0, 2.0], [0.5, 0.0]])
+    distinct, counts = merge_duplicates(rows)
+    assert sorted(zip(map(tuple, distinct.tolist()), counts.tolist())) == [
+        ((0.5, 0.0), 2), ((1.0, 2.0), 3), ((3.0, 1.0), 1)]
+    # a background-heavy set: the index stores each distinct patch once, with its count
+    data = tiny_images(6, (1, 6, 6), seed=25)
+    data[:, :, :3] = -1
+    index = build_patch_index(data, 3, "circular", torch.arange(36), n_clusters=4)
+    assert index.total == 6 * 36 and index.offsets[-1] < index.total
+    torch.testing.assert_close(index.log_counts.exp().sum(), torch.tensor(216.0, dtype=torch.float64))
+    x = near_data(data, 2, 0.05, seed=26)
+    exact = equivariant_local_score_posterior_mean(x, 0.05, data, 3)
+    pruned = equivariant_local_score_posterior_mean(x, 0.05, data, 3, prune_tol=1e-12, indexes=[index])
+    torch.testing.assert_close(pruned, exact, rtol=0, atol=1e-10)

@@ -44,7 +44,7 @@ def cmd_fit(args):
     X, y = datasets.load(args.dataset, args.split, args.root, return_labels=True)
     if args.limit:
         X, y = X[:args.limit], y[:args.limit]
-    est = registry.make(args.method, **dict(args.param))
+    est = registry.make(args.method, dataset=args.dataset, **dict(args.param))
     print(f"fitting {est!r} on {args.dataset}/{args.split}: {tuple(X.shape)}", file=sys.stderr)
     est.fit(X.to(_device(args.device)), y if args.labels else None)
     if args.labels and est.classes_ is None:

@@ -10,7 +10,10 @@ import analytic_denoisers as ad
 from analytic_denoisers.cli import main
 
 
-@pytest.mark.parametrize("method, extra", [("gaussian", ["--param", "rank=20"]), ("empirical", ["--labels"])])
+@pytest.mark.parametrize("method, extra", [
+    ("gaussian", ["--param", "rank=20"]), ("empirical", ["--labels"]),
+    ("local-score", ["--param", "patch_size=3", "--labels"]), ("patch-composite", ["--param", "patch_size=4"]),
+])
 def test_fit_sample_info(tmp_path, capsys, method, extra):
     model = tmp_path / f"{method}.h5"
     assert main(["fit", method, "--limit", "300", "--device", "cpu", "-o", str(model)] + extra) == 0
@@ -56,3 +59,11 @@ def test_errors_are_reported_with_exit_code(tmp_path, capsys):
                 ["sample", "x.h5", "-n", "0"]):
         with pytest.raises(SystemExit):
             main(bad)
+
+
+def test_per_dataset_defaults_from_the_papers_configs():
+    from analytic_denoisers import registry
+
+    assert registry.make("pca-locality", dataset="cifar10").threshold == 0.05
+    assert registry.make("pca-locality", dataset="fashion-mnist").threshold == 0.005
+    assert registry.make("pca-locality", dataset="cifar10", threshold=0.2).threshold == 0.2

@@ -60,9 +60,9 @@ def window_sums(t, size, pad=0, padding="zeros"):
 
     Returns
     -------
-    Tensor of shape (..., H + 2 pad - size + 1, W + 2 pad - size + 1), in the dtype of ``t``.
-    Computed from float64 prefix sums: the differences of prefix sums lose nothing to
-    cancellation at the distances that matter for small sigma.
+    Float64 tensor of shape (..., H + 2 pad - size + 1, W + 2 pad - size + 1). Computed from
+    float64 prefix sums: the differences of prefix sums lose nothing to cancellation at the
+    distances that matter for small sigma.
     """
     t = t.double()
     if pad:
@@ -109,7 +109,8 @@ def local_score_posterior_mean(x, sigma, data, patch_size, *, padding="zeros", c
     chunk = _box_chunk(chunk_size, n, h * w)
     floor = log_weight_floor(x.dtype)
     run_max = x.new_full((n, 1, h, w), -torch.inf)
-    num, den = torch.zeros_like(x), x.new_zeros(n, 1, h, w)
+    # numerator and denominator summed across chunks in float64 (see StreamingSoftmax)
+    num, den = x.new_zeros(x.shape, dtype=torch.float64), x.new_zeros(n, 1, h, w, dtype=torch.float64)
     for start in range(0, len(data), chunk):
         images = data[start:start + chunk]
         logits = _window_logits(x, images, size, pad, padding, sigma)  # (N, c, H, W)
@@ -119,7 +120,7 @@ def local_score_posterior_mean(x, sigma, data, patch_size, *, padding="zeros", c
         num = num * rescale + torch.einsum("nihw,ichw->nchw", weights, images)
         den = den * rescale + weights.sum(1, keepdim=True)
         run_max = new_max
-    return num / den
+    return (num / den).to(x.dtype)
 
 
 def _border_classes(n, half):
@@ -401,14 +402,14 @@ def patch_composite_posterior_mean(x, sigma, data, patch_size, *, chunk_size=Non
     chunk = _box_chunk(chunk_size, n, h * w)
     floor = log_weight_floor(x.dtype)
     run_max = x.new_full((n, 1, h - s + 1, w - s + 1), -torch.inf)
-    den = torch.zeros_like(run_max)
+    den = torch.zeros_like(run_max, dtype=torch.float64)  # sums across chunks in float64
     for start in range(0, len(data), chunk):  # pass 1: log-normaliser of every crop
         logits = _window_logits(x, data[start:start + chunk], s, 0, "zeros", sigma)
         new_max = torch.maximum(run_max, logits.amax(1, keepdim=True))
         den = den * torch.exp(torch.clamp(run_max - new_max, min=floor)) + torch.exp(torch.clamp(logits - new_max, min=floor)).sum(1, keepdim=True)
         run_max = new_max
-    log_norm = run_max + den.log()  # (N, 1, H - s + 1, W - s + 1)
-    num, cover = torch.zeros_like(x), x.new_zeros(n, 1, h, w)
+    log_norm = (run_max + den.log()).to(x.dtype)  # (N, 1, H - s + 1, W - s + 1)
+    num, cover = x.new_zeros(x.shape, dtype=torch.float64), x.new_zeros(n, 1, h, w, dtype=torch.float64)
     for start in range(0, len(data), chunk):  # pass 2: crop weights summed over covering crops
         images = data[start:start + chunk]
         logits = _window_logits(x, images, s, 0, "zeros", sigma)
@@ -416,7 +417,7 @@ def patch_composite_posterior_mean(x, sigma, data, patch_size, *, chunk_size=Non
         per_pixel = window_sums(weights, s, s - 1).to(x.dtype)  # (N, c, H, W)
         num = num + torch.einsum("nihw,ichw->nchw", per_pixel, images)
         cover = cover + per_pixel.sum(1, keepdim=True)
-    return num / cover
+    return (num / cover).to(x.dtype)
 
 
 def _check_size(size, sigma, odd, limit, name):

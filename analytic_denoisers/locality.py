@@ -317,7 +317,9 @@ class PCALocalityDenoiser(DenoiserMixin, BaseEstimator):
     def masks(self, sigma):
         """The bool masks ``mask[n, m]`` of shape (d, d) at noise level ``sigma`` (float64, CPU)."""
         self._check_fitted()
-        threshold = self.threshold(sigma) if callable(self.threshold) else self.threshold
+        from .scales import value_at  # scales imports this module
+
+        threshold = value_at(self.threshold, sigma)
         if not 0 <= threshold <= 1:
             raise ValueError(f"threshold must be in [0, 1], got {threshold!r} at sigma = {sigma:g}")
         return locality_masks(float(sigma), self.eigvals_, self.eigvecs_, threshold)

@@ -74,12 +74,18 @@ def window_sums(t, size, pad=0, padding="zeros"):
 
 
 def _window_logits(x, images, size, pad, padding, sigma):
-    """``-||x_w - x_i,w||^2 / (2 sigma^2)`` for every window w: shape (N, c, H', W').
+    """``-||x_w - x_i,w||^2 / (2 sigma^2)`` for every window w: float64, shape (N, c, H', W').
 
-    x : (N, C, H, W); images : (c, C, H, W).
+    x : (N, C, H, W); images : (c, C, H, W). Kept in float64 until the running maximum is
+    subtracted (at sigma = 0.002 a logit of -1e5 has a float32 spacing of 0.008).
     """
     sq = (x[:, None] - images[None]).square().sum(2)  # (N, c, H, W)
-    return (window_sums(sq, size, pad, padding) * (-0.5 / sigma**2)).to(x.dtype)
+    return window_sums(sq, size, pad, padding) * (-0.5 / sigma**2)
+
+
+def _weights(logits, reference, floor, dtype):
+    """``exp(logits - reference)`` floored at ``exp(floor)``, subtracted in float64, in ``dtype``."""
+    return torch.exp(torch.clamp(logits - reference, min=floor).to(dtype))
 
 
 def _box_chunk(chunk_size, n, d):
@@ -108,14 +114,14 @@ def local_score_posterior_mean(x, sigma, data, patch_size, *, padding="zeros", c
     size, pad = patch_size, patch_size // 2
     chunk = _box_chunk(chunk_size, n, h * w)
     floor = log_weight_floor(x.dtype)
-    run_max = x.new_full((n, 1, h, w), -torch.inf)
+    run_max = x.new_full((n, 1, h, w), -torch.inf, dtype=torch.float64)
     # numerator and denominator summed across chunks in float64 (see StreamingSoftmax)
     num, den = x.new_zeros(x.shape, dtype=torch.float64), x.new_zeros(n, 1, h, w, dtype=torch.float64)
     for start in range(0, len(data), chunk):
         images = data[start:start + chunk]
         logits = _window_logits(x, images, size, pad, padding, sigma)  # (N, c, H, W)
         new_max = torch.maximum(run_max, logits.amax(1, keepdim=True))
-        weights = torch.exp(torch.clamp(logits - new_max, min=floor))
+        weights = _weights(logits, new_max, floor, x.dtype)
         rescale = torch.exp(torch.clamp(run_max - new_max, min=floor))
         num = num * rescale + torch.einsum("nihw,ichw->nchw", weights, images)
         den = den * rescale + weights.sum(1, keepdim=True)
@@ -160,7 +166,9 @@ def equivariant_local_score_posterior_mean(x, sigma, data, patch_size, *, paddin
     Every query patch is compared with every training patch of its position set (see
     :func:`equivariant_position_sets`) through one matrix product per chunk of training images
     (logits ``(q . k - ||k||^2 / 2) / sigma^2`` after centring on the mean patch), reduced by a
-    streaming log-sum-exp per query patch.
+    streaming log-sum-exp per query patch. This expanded form loses more to float32 rounding
+    than LS's direct differences where near-ties meet a small sigma (about 2e-5 against 2e-7
+    from float64 at sigma = 0.002); pass float64 inputs for double precision.
 
     Parameters
     ----------
@@ -188,7 +196,7 @@ def equivariant_local_score_posterior_mean(x, sigma, data, patch_size, *, paddin
             indexes = [build_patch_index(data, patch_size, padding, pos) for pos in sets]
         out = torch.empty(n, h * w, c, dtype=x.dtype, device=x.device)
         computed = 0.0
-        for pos, index in zip(sets, indexes):
+        for pos, index in zip(sets, indexes, strict=True):
             part = {}
             q = queries[:, pos].reshape(-1, queries.shape[2]) - index.center
             out[:, pos] = pruned_patch_softmax(q, sigma, index, prune_tol, part).reshape(n, len(pos), c)
@@ -229,7 +237,7 @@ class PatchIndex(NamedTuple):
     total : int, T, the number of training patches
     offsets : list of K + 1 ints; cluster j holds rows ``offsets[j]:offsets[j + 1]``
     centroids : Tensor of shape (K, D), in centred coordinates
-    radii : Tensor of shape (K,), the largest distance of a member to its centroid
+    radii : float64 Tensor of shape (K,), the largest distance of a member to its centroid
     center : Tensor of shape (D,), the mean patch (subtracted from keys and queries)
     """
 
@@ -294,7 +302,8 @@ def build_patch_index(data, patch_size, padding, positions, *, n_clusters=None, 
     Returns
     -------
     PatchIndex. Holds the distinct patches, ``(D + C + 3) * 4`` bytes each in float32 (at
-    most 2 GB for the 47 million 3 x 3 patches of the 60,000 Fashion-MNIST images).
+    most 2.5 GB for the 47 million 3 x 3 patches of the 60,000 Fashion-MNIST images; building
+    it takes several times that at its peak).
     """
     c = data.shape[1]
     center = _patches(data.mean(0, keepdim=True), patch_size, padding)[0, positions].mean(0)
@@ -312,8 +321,8 @@ def build_patch_index(data, patch_size, padding, positions, *, n_clusters=None, 
     order = torch.argsort(assign, stable=True)
     keys, values, assign, log_counts = keys[order], values[order], assign[order], counts[order].to(keys.dtype).log()
     counts = torch.bincount(assign, minlength=k)
-    dist = (keys - centroids[assign]).norm(dim=1)
-    radii = torch.zeros(k, dtype=keys.dtype, device=keys.device).scatter_reduce_(0, assign, dist, "amax")
+    dist = (keys.double() - centroids.double()[assign]).norm(dim=1)  # float64: a safe bound
+    radii = torch.zeros(k, dtype=torch.float64, device=keys.device).scatter_reduce_(0, assign, dist, "amax")
     live = counts > 0
     offsets = [0] + torch.cumsum(counts[live], 0).tolist()
     return PatchIndex(torch.cat([keys, keys.square().sum(1, keepdim=True)], 1), F.pad(values, (0, 1), value=1),
@@ -322,12 +331,17 @@ def build_patch_index(data, patch_size, padding, positions, *, n_clusters=None, 
 
 def pruned_patch_softmax(queries, sigma, index, tol, stats=None):
     """``sum_j softmax_j(-||q - k_j||^2 / 2 sigma^2) v_j`` over an index, skipping clusters whose
-    every patch has a weight below ``tol / T`` times the query's best patch's.
+    patches provably hold less than ``tol`` of a query's softmax in total.
 
-    Each query first takes its nearest cluster exactly, which bounds its best distance ``b``;
-    a cluster ``j`` is skipped when ``(max(0, ||q - c_j|| - r_j))^2 > b + 2 sigma^2 log(T / tol)``
-    (triangle inequality). The skipped patches then hold at most ``tol`` of the softmax mass,
-    so each output moves by at most ``2 tol max|v|``: ``tol = 1e-6`` is exact for float32.
+    Each query first takes its nearest cluster (by centroid) exactly; the patch of largest
+    weight found there gives an upper bound ``b`` on the query's best distance. A cluster ``j``
+    is skipped when ``(max(0, ||q - c_j|| - r_j))^2 > b + 2 sigma^2 log(T / tol)`` (triangle
+    inequality): each of its patches then weighs less than ``tol / T`` times the best patch, so
+    all skipped patches together (T counts merged duplicates) hold less than ``tol`` of the
+    softmax mass, and each output moves by at most ``2 tol max|v|``. The bounds are computed in
+    float64 (``b`` from the direct distance, the centroid distances without the matrix-product
+    shortcut), so float32 rounding cannot loosen them; the softmax itself is in the dtype of
+    ``queries``.
 
     Parameters
     ----------
@@ -343,31 +357,37 @@ def pruned_patch_softmax(queries, sigma, index, tol, stats=None):
     if not 0 < tol < 1:
         raise ValueError(f"prune_tol must be in (0, 1), got {tol!r}")
     keys, values, offsets = index.keys, index.values, index.offsets
-    n, total = len(queries), index.total
+    n, total, dim = len(queries), index.total, queries.shape[1]
     inv_var = 1 / sigma**2
     aug_q = torch.cat([queries * inv_var, queries.new_full((n, 1), -0.5 * inv_var)], 1)
     acc = StreamingSoftmax(n, values.shape[1], queries)
     computed = 0
 
     def add(rows, j):
+        """Fold cluster j into the softmax of ``rows``; returns each row's heaviest patch."""
         nonlocal computed
         lo, hi = offsets[j], offsets[j + 1]
         step = max(1, 2**22 // len(rows))
         top = queries.new_full((len(rows),), -torch.inf)
+        arg = torch.zeros(len(rows), dtype=torch.long, device=queries.device)
         for start in range(lo, hi, step):
             block = slice(start, min(hi, start + step))
             logits = aug_q[rows] @ keys[block].T  # of one patch each
-            top = torch.maximum(top, logits.amax(1))
+            value, where = logits.max(1)
+            arg = torch.where(value > top, where + start, arg)
+            top = torch.maximum(top, value)
             acc.add(logits + index.log_counts[block], values[block], rows)  # times its count
         computed += len(rows) * (hi - lo)
-        return top
+        return arg
 
-    to_centroids = torch.cdist(queries, index.centroids)  # (n, K)
-    nearest = to_centroids.argmin(1)
-    best = queries.new_empty(n)
+    q64 = queries.double()
+    to_centroids = torch.cdist(q64, index.centroids.double(), compute_mode="donot_use_mm_for_euclid_dist")
+    nearest = to_centroids.argmin(1)  # (n,)
+    best = q64.new_empty(n)
     for j in torch.unique(nearest).tolist():
         rows = (nearest == j).nonzero().squeeze(1)
-        best[rows] = queries[rows].square().sum(1) - 2 * sigma**2 * add(rows, j)  # nearest patch there
+        heaviest = keys[add(rows, j), :dim].double()
+        best[rows] = (q64[rows] - heaviest).square().sum(1)  # >= the best distance: safe
     margin = 2 * sigma**2 * math.log(total / tol)
     keep = (to_centroids - index.radii).clamp(min=0).square() <= best[:, None] + margin
     keep[torch.arange(n, device=keep.device), nearest] = False  # done above
@@ -401,19 +421,20 @@ def patch_composite_posterior_mean(x, sigma, data, patch_size, *, chunk_size=Non
     s = patch_size
     chunk = _box_chunk(chunk_size, n, h * w)
     floor = log_weight_floor(x.dtype)
-    run_max = x.new_full((n, 1, h - s + 1, w - s + 1), -torch.inf)
-    den = torch.zeros_like(run_max, dtype=torch.float64)  # sums across chunks in float64
+    run_max = x.new_full((n, 1, h - s + 1, w - s + 1), -torch.inf, dtype=torch.float64)
+    den = torch.zeros_like(run_max)  # sums across chunks in float64
     for start in range(0, len(data), chunk):  # pass 1: log-normaliser of every crop
         logits = _window_logits(x, data[start:start + chunk], s, 0, "zeros", sigma)
         new_max = torch.maximum(run_max, logits.amax(1, keepdim=True))
-        den = den * torch.exp(torch.clamp(run_max - new_max, min=floor)) + torch.exp(torch.clamp(logits - new_max, min=floor)).sum(1, keepdim=True)
+        rescale = torch.exp(torch.clamp(run_max - new_max, min=floor))
+        den = den * rescale + _weights(logits, new_max, floor, x.dtype).sum(1, keepdim=True)
         run_max = new_max
-    log_norm = (run_max + den.log()).to(x.dtype)  # (N, 1, H - s + 1, W - s + 1)
+    log_norm = run_max + den.log()  # (N, 1, H - s + 1, W - s + 1), float64
     num, cover = x.new_zeros(x.shape, dtype=torch.float64), x.new_zeros(n, 1, h, w, dtype=torch.float64)
     for start in range(0, len(data), chunk):  # pass 2: crop weights summed over covering crops
         images = data[start:start + chunk]
         logits = _window_logits(x, images, s, 0, "zeros", sigma)
-        weights = torch.exp(torch.clamp(logits - log_norm, min=floor))  # normalised per crop
+        weights = _weights(logits, log_norm, floor, x.dtype)  # normalised per crop
         per_pixel = window_sums(weights, s, s - 1).to(x.dtype)  # (N, c, H, W)
         num = num + torch.einsum("nihw,ichw->nchw", per_pixel, images)
         cover = cover + per_pixel.sum(1, keepdim=True)
@@ -495,7 +516,7 @@ class LocalScoreDenoiser(DenoiserMixin, BaseEstimator):
                 continue
             indexes = None
             if self.prune_tol is not None:  # built once per patch size and class, then cached
-                indexes = self._derived(("patch_index", size, lo, hi), x, lambda: [
+                indexes = self._derived(("patch_index", size, self.padding, lo, hi), x, lambda: [
                     build_patch_index(data[lo:hi], size, self.padding, pos.to(x.device))
                     for pos in equivariant_position_sets(*x.shape[2:], size, self.padding)])
             out[rows] = equivariant_local_score_posterior_mean(

@@ -103,10 +103,14 @@ def test_class_conditional_uses_only_that_class():
     y = torch.tensor([0, 1, 2] * 3)
     x, labels = tiny_images(3, (1, 5, 5), seed=15), torch.tensor([2, 0, 1])
     for est, ref in ((ad.LocalScoreDenoiser(patch_size=3), lambda xs, d: local_score_reference(xs, 0.4, d, 3, "ls")),
+                     (ad.LocalScoreDenoiser(patch_size=3, equivariant=True, padding="circular"),
+                      lambda xs, d: local_score_reference(xs, 0.4, d, 3, "els")),
                      (ad.PatchCompositeDenoiser(patch_size=2), lambda xs, d: patch_composite_reference(xs, 0.4, d, 2))):
         out = est.fit(data, y)(x, 0.4, y=labels)
         for n, label in enumerate(labels):
             torch.testing.assert_close(out[n:n + 1], ref(x[n:n + 1], data[y == label]), rtol=1e-9, atol=1e-10)
+        # a batch without class 1
+        torch.testing.assert_close(est(x[:2], 0.4, y=labels[:2]), out[:2], rtol=1e-12, atol=1e-12)
 
 
 def test_patch_size_schedule_and_validation():
@@ -179,18 +183,51 @@ def test_pruned_els_is_within_its_bound(padding, sigma):
 
 
 def test_pruned_denoiser_matches_exact_and_validates():
-    data = tiny_images(12, (1, 6, 6), seed=23)
+    data = tiny_images(120, (1, 6, 6), seed=23)  # 4,320 patches: several clusters by default
     x = near_data(data, 2, 0.05, seed=24)
     exact = ad.LocalScoreDenoiser(patch_size=3, equivariant=True, padding="circular").fit(data)
     pruned = ad.LocalScoreDenoiser(patch_size=3, equivariant=True, padding="circular", prune_tol=1e-10).fit(data)
     torch.testing.assert_close(pruned(x, 0.05), exact(x, 0.05), rtol=0, atol=1e-9)
+    indexes = [v for v in pruned._cache.values() if isinstance(v, list)]
+    assert len(indexes) == 1 and len(indexes[0][0].centroids) > 1
+    # changing the padding after a call must not reuse the circular index for bbELS
+    pruned.set_params(padding="zeros")
+    bbels = ad.LocalScoreDenoiser(patch_size=3, equivariant=True, padding="zeros").fit(data)
+    torch.testing.assert_close(pruned(x, 0.05), bbels(x, 0.05), rtol=0, atol=1e-9)
     for bad in (dict(prune_tol=0.0, equivariant=True), dict(prune_tol=2.0, equivariant=True), dict(prune_tol=1e-3)):
         with pytest.raises(ValueError, match="prune_tol"):
             ad.LocalScoreDenoiser(**bad).fit(data)
+
+
+def test_patch_index_radii_bound_every_member():
+    data = tiny_images(12, (1, 6, 6), seed=27)
     index = build_patch_index(data, 3, "circular", torch.arange(36), n_clusters=5)
     assert index.offsets[-1] == index.total == 12 * 36 and len(index.centroids) == len(index.offsets) - 1
-    member = index.keys[:, :-1] - index.centroids.repeat_interleave(torch.tensor(index.offsets).diff(), 0)
-    assert (member.norm(dim=1) <= index.radii.repeat_interleave(torch.tensor(index.offsets).diff()) + 1e-12).all()
+    queries = randn(20, 9, seed=28)
+    for j in range(len(index.centroids)):
+        members = index.keys[index.offsets[j]:index.offsets[j + 1], :9]
+        nearest = torch.cdist(queries, members).min(1).values  # what the bound must not exceed
+        bound = ((queries - index.centroids[j]).norm(dim=1) - index.radii[j]).clamp(min=0)
+        assert (bound <= nearest + 1e-12).all()
+
+
+def test_pruning_bound_holds_in_float32_at_tiny_sigma():
+    data = tiny_images(8, (3, 6, 6), seed=29, dtype=torch.float32)
+    x = near_data(data.double(), 2, 2e-3, seed=30).float()
+    index = build_patch_index(data, 5, "circular", torch.arange(36), n_clusters=16)
+    exact = equivariant_local_score_posterior_mean(x, 2e-3, data, 5)
+    for tol in (1e-6, 1e-2):
+        pruned = equivariant_local_score_posterior_mean(x, 2e-3, data, 5, prune_tol=tol, indexes=[index])
+        assert (pruned - exact).abs().max() <= 2 * tol * data.abs().max() + 1e-5
+
+
+@pytest.mark.parametrize("mode", sorted(MODES))
+def test_clipped_patches_match_brute_force_on_a_non_square_image(mode):
+    data = tiny_images(3, (1, 5, 6), seed=31)
+    x = near_data(data, 1, 0.3, seed=32)
+    size = 11 if mode != "els" else 9  # 2 max(H, W) - 1; circular: 2 min(H, W) - 1
+    out = ad.LocalScoreDenoiser(patch_size=21, **MODES[mode]).fit(data)(x, 0.3)
+    torch.testing.assert_close(out, local_score_reference(x, 0.3, data, size, mode), rtol=1e-8, atol=1e-10)
 
 
 def test_merge_duplicates_counts_identical_rows():

@@ -129,6 +129,18 @@ def local_score_posterior_mean(x, sigma, data, patch_size, *, padding="zeros", c
     return (num / den).to(x.dtype)
 
 
+def _logit_dtype(queries, key_norm, sigma):
+    """float64 where float32 rounding of the expanded logits ``q . k / sigma^2`` could exceed
+    1e-4 (small sigma: at sigma = 0.002 a float32 run was 3e-3 off float64), else the input's.
+
+    queries : (n, D); key_norm : float, ``sqrt(D) max|k_j|``, a bound on the norm of the keys.
+    """
+    if queries.dtype == torch.float64 or not len(queries):
+        return queries.dtype
+    rounding = torch.finfo(queries.dtype).eps * float(queries.norm(dim=1).max()) * key_norm / sigma**2
+    return torch.float64 if rounding > 1e-4 else queries.dtype
+
+
 def _border_classes(n, half):
     """Position class along one axis for bbELS: ``r`` near the start, ``r - n`` near the end, or
     ``n`` (a shared "interior" class) where a window of half-width ``half`` stays inside."""
@@ -165,10 +177,10 @@ def equivariant_local_score_posterior_mean(x, sigma, data, patch_size, *, paddin
 
     Every query patch is compared with every training patch of its position set (see
     :func:`equivariant_position_sets`) through one matrix product per chunk of training images
-    (logits ``(q . k - ||k||^2 / 2) / sigma^2`` after centring on the mean patch), reduced by a
-    streaming log-sum-exp per query patch. This expanded form loses more to float32 rounding
-    than LS's direct differences where near-ties meet a small sigma (about 2e-5 against 2e-7
-    from float64 at sigma = 0.002); pass float64 inputs for double precision.
+    (logits ``(q . k - ||k||^2 / 2) / sigma^2``), reduced by a
+    streaming log-sum-exp per query patch. In this expanded form float32 rounding grows like
+    ``|q| |k| / sigma^2``; where it could exceed 1e-4 in a logit (small sigma) the products are
+    done in float64 (:func:`_logit_dtype`).
 
     Parameters
     ----------
@@ -198,17 +210,18 @@ def equivariant_local_score_posterior_mean(x, sigma, data, patch_size, *, paddin
         computed = 0.0
         for pos, index in zip(sets, indexes, strict=True):
             part = {}
-            q = queries[:, pos].reshape(-1, queries.shape[2]) - index.center
+            q = queries[:, pos].reshape(-1, queries.shape[2])
             out[:, pos] = pruned_patch_softmax(q, sigma, index, prune_tol, part).reshape(n, len(pos), c)
             computed += part["computed_fraction"] * len(pos) ** 2
         if stats is not None:
             stats["computed_fraction"] = computed / sum(len(pos) ** 2 for pos in sets)
         return out.transpose(1, 2).reshape(x.shape)
-    center = _patches(data.mean(0, keepdim=True), patch_size, padding)[0].mean(0)  # (D,)
+    key_norm = float(data.abs().max()) * queries.shape[2] ** 0.5  # bounds every |k|
+    work = _logit_dtype(queries.reshape(-1, queries.shape[2]), key_norm, sigma)
     inv_var = 1 / sigma**2
     accs, aug_qs = [], []
     for pos in sets:
-        q = queries[:, pos].reshape(-1, queries.shape[2]) - center  # (N * |set|, D)
+        q = queries[:, pos].reshape(-1, queries.shape[2]).to(work)  # (N * |set|, D)
         ones = q.new_ones(len(q), 1)
         aug_qs.append(torch.cat([q * inv_var, -0.5 * inv_var * ones], 1))  # pairs with [k, |k|^2]
         accs.append(StreamingSoftmax(len(q), c + 1, q))
@@ -216,29 +229,28 @@ def equivariant_local_score_posterior_mean(x, sigma, data, patch_size, *, paddin
     chunk = resolve_chunk(chunk_size, 1) if chunk_size is not None else max(1, 2**22 // per_image)
     for start in range(0, len(data), chunk):
         images = data[start:start + chunk]
-        keys = _patches(images, patch_size, padding) - center  # (c, HW, D)
+        keys = _patches(images, patch_size, padding).to(work)  # (c, HW, D)
         keys = torch.cat([keys, keys.square().sum(2, keepdim=True)], 2)  # (c, HW, D + 1)
-        values = F.pad(images.flatten(2).transpose(1, 2), (0, 1), value=1)  # (c, HW, C + 1)
+        values = F.pad(images.flatten(2).transpose(1, 2), (0, 1), value=1).to(work)  # (c, HW, C + 1)
         for pos, aug_q, acc in zip(sets, aug_qs, accs):
             acc.add(aug_q @ keys[:, pos].reshape(-1, keys.shape[2]).T, values[:, pos].reshape(-1, c + 1))
     out = torch.empty(n, h * w, c, dtype=x.dtype, device=x.device)
     for pos, acc in zip(sets, accs):
-        out[:, pos] = acc.result().reshape(n, len(pos), c)
+        out[:, pos] = acc.result().reshape(n, len(pos), c).to(x.dtype)
     return out.transpose(1, 2).reshape(x.shape)
 
 
 class PatchIndex(NamedTuple):
     """The training patches of one position set, grouped into clusters (see :func:`build_patch_index`).
 
-    keys : Tensor of shape (U, D + 1), rows ``[k - center, ||k - center||^2]`` of the distinct
+    keys : Tensor of shape (U, D + 1), rows ``[k, ||k||^2]`` of the distinct
         patches, sorted by cluster
     values : Tensor of shape (U, C + 1), their centre pixels and a column of ones
     log_counts : Tensor of shape (U,), log of how many training patches each stands for
     total : int, T, the number of training patches
     offsets : list of K + 1 ints; cluster j holds rows ``offsets[j]:offsets[j + 1]``
-    centroids : Tensor of shape (K, D), in centred coordinates
+    centroids : Tensor of shape (K, D)
     radii : float64 Tensor of shape (K,), the largest distance of a member to its centroid
-    center : Tensor of shape (D,), the mean patch (subtracted from keys and queries)
     """
 
     keys: torch.Tensor
@@ -248,7 +260,6 @@ class PatchIndex(NamedTuple):
     offsets: list
     centroids: torch.Tensor
     radii: torch.Tensor
-    center: torch.Tensor
 
 
 def _kmeans(points, k, seed, iterations=10):
@@ -306,15 +317,15 @@ def build_patch_index(data, patch_size, padding, positions, *, n_clusters=None, 
     it takes several times that at its peak).
     """
     c = data.shape[1]
-    center = _patches(data.mean(0, keepdim=True), patch_size, padding)[0, positions].mean(0)
+    dim = c * patch_size**2
     keys, values = [], []
     for start in range(0, len(data), 256):
         images = data[start:start + 256]
-        keys.append(_patches(images, patch_size, padding)[:, positions].reshape(-1, len(center)) - center)
+        keys.append(_patches(images, patch_size, padding)[:, positions].reshape(-1, dim))
         values.append(images.flatten(2).transpose(1, 2)[:, positions].reshape(-1, c))
     total = sum(len(k) for k in keys)
     merged, counts = merge_duplicates(torch.cat([torch.cat(keys), torch.cat(values)], 1))
-    keys, values = merged[:, :len(center)], merged[:, len(center):]  # the centre pixel is in the patch
+    keys, values = merged[:, :dim], merged[:, dim:]  # the centre pixel is in the patch
     k = min(len(keys), n_clusters or int(min(1024, max(1, len(keys) // 1024))))
     centroids = _kmeans(keys, k, seed)
     assign = torch.cat([torch.cdist(keys[i:i + 2**16], centroids).argmin(1) for i in range(0, len(keys), 2**16)])
@@ -326,7 +337,7 @@ def build_patch_index(data, patch_size, padding, positions, *, n_clusters=None, 
     live = counts > 0
     offsets = [0] + torch.cumsum(counts[live], 0).tolist()
     return PatchIndex(torch.cat([keys, keys.square().sum(1, keepdim=True)], 1), F.pad(values, (0, 1), value=1),
-                      log_counts, total, offsets, centroids[live], radii[live], center)
+                      log_counts, total, offsets, centroids[live], radii[live])
 
 
 def pruned_patch_softmax(queries, sigma, index, tol, stats=None):
@@ -345,7 +356,7 @@ def pruned_patch_softmax(queries, sigma, index, tol, stats=None):
 
     Parameters
     ----------
-    queries : Tensor of shape (n, D), centred like the index
+    queries : Tensor of shape (n, D)
     sigma : float; index : PatchIndex; tol : float in (0, 1)
     stats : dict, optional; receives ``computed_fraction``, the share of (query, distinct patch)
         pairs computed, relative to all (query, training patch) pairs
@@ -358,9 +369,14 @@ def pruned_patch_softmax(queries, sigma, index, tol, stats=None):
         raise ValueError(f"prune_tol must be in (0, 1), got {tol!r}")
     keys, values, offsets = index.keys, index.values, index.offsets
     n, total, dim = len(queries), index.total, queries.shape[1]
+    work = _logit_dtype(queries, float(keys[:, :dim].abs().max()) * dim**0.5, sigma)
+    if work != keys.dtype:  # the squared norms again, in the working precision
+        keys = keys[:, :dim].to(work)
+        keys, values = torch.cat([keys, keys.square().sum(1, keepdim=True)], 1), values.to(work)
     inv_var = 1 / sigma**2
-    aug_q = torch.cat([queries * inv_var, queries.new_full((n, 1), -0.5 * inv_var)], 1)
-    acc = StreamingSoftmax(n, values.shape[1], queries)
+    q_work = queries.to(work)
+    aug_q = torch.cat([q_work * inv_var, q_work.new_full((n, 1), -0.5 * inv_var)], 1)
+    acc = StreamingSoftmax(n, values.shape[1], q_work)
     computed = 0
 
     def add(rows, j):
@@ -376,7 +392,7 @@ def pruned_patch_softmax(queries, sigma, index, tol, stats=None):
             value, where = logits.max(1)
             arg = torch.where(value > top, where + start, arg)
             top = torch.maximum(top, value)
-            acc.add(logits + index.log_counts[block], values[block], rows)  # times its count
+            acc.add(logits + index.log_counts[block].to(work), values[block], rows)  # times its count
         computed += len(rows) * (hi - lo)
         return arg
 
@@ -395,7 +411,7 @@ def pruned_patch_softmax(queries, sigma, index, tol, stats=None):
         add(keep[:, j].nonzero().squeeze(1), j)
     if stats is not None:
         stats["computed_fraction"] = computed / (n * total)
-    return acc.result()
+    return acc.result().to(queries.dtype)
 
 
 def patch_composite_posterior_mean(x, sigma, data, patch_size, *, chunk_size=None):

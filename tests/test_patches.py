@@ -245,3 +245,18 @@ def test_merge_duplicates_counts_identical_rows():
     exact = equivariant_local_score_posterior_mean(x, 0.05, data, 3)
     pruned = equivariant_local_score_posterior_mean(x, 0.05, data, 3, prune_tol=1e-12, indexes=[index])
     torch.testing.assert_close(pruned, exact, rtol=0, atol=1e-10)
+
+
+def test_float32_els_switches_to_float64_products_at_small_sigma():
+    # a query halfway between two images: every pixel is a near-tie that float32 logits
+    # q.k / sigma^2 would break (measured: 1.2e-2 off at sigma = 2e-3 with float32 products)
+    data = tiny_images(2, (1, 6, 6), seed=33).float()
+    x = data.mean(0, keepdim=True)
+    for sigma in (2e-3, 2e-2, 1.0):
+        exact = equivariant_local_score_posterior_mean(x.double(), sigma, data.double(), 3)
+        out = equivariant_local_score_posterior_mean(x, sigma, data, 3)
+        assert out.dtype == torch.float32
+        torch.testing.assert_close(out.double(), exact, rtol=0, atol=1e-6)
+        index = build_patch_index(data, 3, "circular", torch.arange(36), n_clusters=3)
+        pruned = equivariant_local_score_posterior_mean(x, sigma, data, 3, prune_tol=1e-9, indexes=[index])
+        torch.testing.assert_close(pruned.double(), exact, rtol=0, atol=1e-6)

@@ -172,8 +172,7 @@ def _patches(images, patch_size, padding):
 
 
 def equivariant_local_score_posterior_mean(x, sigma, data, patch_size, *, padding="circular",
-                                           chunk_size=None, prune_tol=None, max_clusters=None, indexes=None,
-                                           stats=None):
+                                           chunk_size=None, prune_tol=None, indexes=None, stats=None):
     """Kamb & Ganguli's ELS (circular padding) or bbELS (zero padding) machine, exact.
 
     Every query patch is compared with every training patch of its position set (see
@@ -194,7 +193,6 @@ def equivariant_local_score_posterior_mean(x, sigma, data, patch_size, *, paddin
     prune_tol : float, optional
         If set, skip clusters of training patches that provably hold less than ``prune_tol``
         of each softmax (:func:`pruned_patch_softmax`; error at most ``2 prune_tol max|x_i|``).
-    max_clusters : int, optional, with ``prune_tol``: the approximate mode of :func:`pruned_patch_softmax`
     indexes : list of PatchIndex, optional, one per position set (built when needed)
     stats : dict, optional; with ``prune_tol``, receives ``computed_fraction``
 
@@ -213,7 +211,7 @@ def equivariant_local_score_posterior_mean(x, sigma, data, patch_size, *, paddin
         for pos, index in zip(sets, indexes, strict=True):
             part = {}
             q = queries[:, pos].reshape(-1, queries.shape[2])
-            out[:, pos] = pruned_patch_softmax(q, sigma, index, prune_tol, part, max_clusters).reshape(n, len(pos), c)
+            out[:, pos] = pruned_patch_softmax(q, sigma, index, prune_tol, part).reshape(n, len(pos), c)
             computed += part["computed_fraction"] * len(pos) ** 2
         if stats is not None:
             stats["computed_fraction"] = computed / sum(len(pos) ** 2 for pos in sets)
@@ -342,7 +340,7 @@ def build_patch_index(data, patch_size, padding, positions, *, n_clusters=None, 
                       log_counts, total, offsets, centroids[live], radii[live])
 
 
-def pruned_patch_softmax(queries, sigma, index, tol, stats=None, max_clusters=None):
+def pruned_patch_softmax(queries, sigma, index, tol, stats=None):
     """``sum_j softmax_j(-||q - k_j||^2 / 2 sigma^2) v_j`` over an index, skipping clusters whose
     patches provably hold less than ``tol`` of a query's softmax in total.
 
@@ -362,10 +360,6 @@ def pruned_patch_softmax(queries, sigma, index, tol, stats=None, max_clusters=No
     sigma : float; index : PatchIndex; tol : float in (0, 1)
     stats : dict, optional; receives ``computed_fraction``, the share of (query, distinct patch)
         pairs computed, relative to all (query, training patch) pairs
-    max_clusters : int, optional
-        **Approximate**: each query also skips every cluster but its ``max_clusters`` nearest
-        (by centroid). This bounds the work at any sigma but not the error, which is measured
-        in ``benchmarks/results/patches.md``.
 
     Returns
     -------
@@ -412,9 +406,6 @@ def pruned_patch_softmax(queries, sigma, index, tol, stats=None, max_clusters=No
         best[rows] = (q64[rows] - heaviest).square().sum(1)  # >= the best distance: safe
     margin = 2 * sigma**2 * math.log(total / tol)
     keep = (to_centroids - index.radii).clamp(min=0).square() <= best[:, None] + margin
-    if max_clusters is not None:  # approximate: only the nearest clusters
-        near = to_centroids.topk(min(int(max_clusters), keep.shape[1]), dim=1, largest=False).indices
-        keep &= torch.zeros_like(keep).scatter_(1, near, True)
     keep[torch.arange(n, device=keep.device), nearest] = False  # done above
     for j in keep.any(0).nonzero().squeeze(1).tolist():
         add(keep[:, j].nonzero().squeeze(1), j)
@@ -496,10 +487,6 @@ class LocalScoreDenoiser(DenoiserMixin, BaseEstimator):
         pixel's softmax: each output pixel moves by at most ``2 prune_tol max|x_i|``
         (:func:`pruned_patch_softmax`). It saves most of the work at small sigma, little at
         large sigma. Default None: every patch pair is computed.
-    max_clusters : int, optional
-        With ``prune_tol``, an **approximate** mode for sampling at large sigma: each query
-        patch also ignores all but its ``max_clusters`` nearest clusters. Its error is not
-        bounded; it is measured in ``benchmarks/results/patches.md``. Default None (off).
 
     Attributes
     ----------
@@ -510,14 +497,12 @@ class LocalScoreDenoiser(DenoiserMixin, BaseEstimator):
 
     _fitted_state = DenoiserMixin._fitted_state + ("data_", "labels_", "classes_", "class_offsets_")
 
-    def __init__(self, patch_size=5, equivariant=False, padding="zeros", chunk_size=None, prune_tol=None,
-                 max_clusters=None):
+    def __init__(self, patch_size=5, equivariant=False, padding="zeros", chunk_size=None, prune_tol=None):
         self.patch_size = patch_size
         self.equivariant = equivariant
         self.padding = padding
         self.chunk_size = chunk_size
         self.prune_tol = prune_tol
-        self.max_clusters = max_clusters
 
     def fit(self, X, y=None):
         """Store the training images ``X`` (N, C, H, W) and optional labels ``y`` (N,)."""
@@ -526,10 +511,6 @@ class LocalScoreDenoiser(DenoiserMixin, BaseEstimator):
         if self.prune_tol is not None and not (self.equivariant and 0 < self.prune_tol < 1):
             raise ValueError(f"prune_tol must be in (0, 1) and needs equivariant=True, got "
                              f"prune_tol={self.prune_tol!r}, equivariant={self.equivariant!r}")
-        if self.max_clusters is not None and (self.prune_tol is None or isinstance(self.max_clusters, bool)
-                                              or int(self.max_clusters) != self.max_clusters or self.max_clusters < 1):
-            raise ValueError(f"max_clusters must be a positive integer and needs prune_tol, got "
-                             f"max_clusters={self.max_clusters!r}, prune_tol={self.prune_tol!r}")
         self._store_training_set(X, y)
         return self
 
@@ -555,8 +536,7 @@ class LocalScoreDenoiser(DenoiserMixin, BaseEstimator):
                     build_patch_index(data[lo:hi], size, self.padding, pos.to(x.device))
                     for pos in equivariant_position_sets(*x.shape[2:], size, self.padding)])
             out[rows] = equivariant_local_score_posterior_mean(
-                *args, padding=self.padding, chunk_size=self.chunk_size, prune_tol=self.prune_tol,
-                max_clusters=self.max_clusters, indexes=indexes)
+                *args, padding=self.padding, chunk_size=self.chunk_size, prune_tol=self.prune_tol, indexes=indexes)
         return out
 
 

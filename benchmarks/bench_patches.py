@@ -105,8 +105,6 @@ def main():
     parser.add_argument("--els-train", type=int, default=2000, help="training images for ELS")
     parser.add_argument("--prune-tol", type=float, default=1e-6, help="ELS pruning tolerance")
     parser.add_argument("--els-batch", type=int, default=2, help="queries for ELS")
-    parser.add_argument("--approx-clusters", type=int, default=32,
-                        help="ELS approximate mode: nearest clusters kept per query patch")
     parser.add_argument("--methods", default="pspc,els", help="comma-separated subset of pspc,els")
     parser.add_argument("--out", help="write the markdown report here")
     args = parser.parse_args()
@@ -154,28 +152,7 @@ def main():
                   "of karras(10, 0.002, 80).", ""]
         lines += markdown_table(header, rows) + [""]
     lines += [els_note, ""]
-    if "els" in chosen:
-        lines += approximate_els(args, X_els, index, test, noise, sigmas)
     write_report(lines, args.out)
-
-
-def approximate_els(args, data, index, test, noise, sigmas):
-    """Rows for ELS's approximate mode (``max_clusters``): time and error against exact float64."""
-    rows = []
-    for sigma in sigmas:
-        x = (test + sigma * noise)[:args.els_batch]
-        stats = {}
-        t_approx, out = timed(lambda: equivariant_local_score_posterior_mean(
-            x, sigma, data, args.patch, prune_tol=args.prune_tol, max_clusters=args.approx_clusters,
-            indexes=[index], stats=stats), args.repeats)
-        exact = equivariant_local_score_posterior_mean(x.double(), sigma, data.double(), args.patch)
-        diff = (out.double() - exact).abs()
-        rows.append([f"{sigma:.4g}", f"{t_approx:.2f}", f"{stats['computed_fraction']:.1%}",
-                     f"{float(diff.max()):.1e}", f"{float(diff.mean()):.1e}"])
-        print("approx", *rows[-1], flush=True)
-    return [f"### ELS approximate mode: {args.approx_clusters} nearest clusters per query patch "
-            f"(of {len(index.centroids)}), same inputs", ""] + markdown_table(
-        ["sigma", "approx s", "pairs computed", "max abs diff to exact float64", "mean abs diff"], rows) + [""]
 
 
 if __name__ == "__main__":

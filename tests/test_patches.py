@@ -260,23 +260,3 @@ def test_float32_els_switches_to_float64_products_at_small_sigma():
         index = build_patch_index(data, 3, "circular", torch.arange(36), n_clusters=3)
         pruned = equivariant_local_score_posterior_mean(x, sigma, data, 3, prune_tol=1e-9, indexes=[index])
         torch.testing.assert_close(pruned.double(), exact, rtol=0, atol=1e-6)
-
-
-def test_approximate_max_clusters_mode():
-    data = tiny_images(10, (1, 6, 6), seed=35)
-    x = near_data(data, 2, 1.0, seed=36)
-    index = build_patch_index(data, 3, "circular", torch.arange(36), n_clusters=8)
-    exact = equivariant_local_score_posterior_mean(x, 1.0, data, 3)
-    errors, fractions = [], []
-    for m in (1, 3, 8):
-        stats = {}
-        out = equivariant_local_score_posterior_mean(x, 1.0, data, 3, prune_tol=1e-9, max_clusters=m,
-                                                     indexes=[index], stats=stats)
-        errors.append(float((out - exact).abs().max()))
-        fractions.append(stats["computed_fraction"])
-    assert errors[-1] < 1e-9 and errors[0] > 1e-3  # all clusters: exact; one cluster: approximate
-    assert fractions[0] < fractions[1] < fractions[2] == 1
-    with pytest.raises(ValueError, match="max_clusters"):
-        ad.LocalScoreDenoiser(equivariant=True, max_clusters=3).fit(data)
-    den = ad.LocalScoreDenoiser(patch_size=3, equivariant=True, padding="circular", prune_tol=1e-9, max_clusters=2)
-    assert torch.isfinite(den.fit(data)(x, 1.0)).all()

@@ -173,12 +173,13 @@ def _patches(images, patch_size, padding):
 
 def equivariant_local_score_posterior_mean(x, sigma, data, patch_size, *, padding="circular",
                                            chunk_size=None, prune_tol=None, indexes=None, stats=None):
-    """Kamb & Ganguli's ELS (circular padding) or bbELS (zero padding) machine, exact.
+    """Kamb & Ganguli's ELS (circular padding) or bbELS (zero padding) machine.
 
-    Every query patch is compared with every training patch of its position set (see
-    :func:`equivariant_position_sets`) through one matrix product per chunk of training images
-    (logits ``(q . k - ||k||^2 / 2) / sigma^2``), reduced by a
-    streaming log-sum-exp per query patch. In this expanded form float32 rounding grows like
+    Exact (within ``2 prune_tol max|x_i|`` with ``prune_tol``). Every query patch is compared
+    with every training patch of its position set (see :func:`equivariant_position_sets`)
+    through one matrix product per chunk of training images (logits
+    ``(q . k - ||k||^2 / 2) / sigma^2``), reduced by a streaming log-sum-exp per query patch.
+    In this expanded form float32 rounding grows like
     ``|q| |k| / sigma^2``; where it could exceed 1e-4 in a logit (small sigma) the products are
     done in float64 (:func:`_logit_dtype`).
 

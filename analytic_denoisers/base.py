@@ -271,13 +271,34 @@ class DenoiserMixin:
         self.__dict__.update(new)
         self._cache = {}
 
-    def _store_training_set(self, X, y=None):
-        """Keep validated training images (sorted by class when labelled) and their summary.
+    def _fitted_on(self, name, like):
+        """A fitted tensor attribute on the device and in the dtype of ``like`` (memoised)."""
+        return self._derived(
+            name, like, lambda: getattr(self, name).to(device=like.device, dtype=like.dtype)
+        )
 
-        Sets ``data_`` (M, C, H, W) on the CPU, and ``labels_``, ``classes_`` and
-        ``class_offsets_`` (``data_[class_offsets_[k]:class_offsets_[k + 1]]`` are the images of
-        ``classes_[k]``), all None without labels.
-        """
+    def _derived(self, key, like, compute):
+        """Memoise ``compute()`` per (key, device, dtype of ``like``) until the next fit."""
+        cache = self.__dict__.setdefault("_cache", {})
+        key = (key, like.device, like.dtype)
+        if key not in cache:
+            cache[key] = compute()
+        return cache[key]
+
+
+class TrainingSetMixin(DenoiserMixin):
+    """A denoiser whose fitted state is its training set (optionally labelled, then conditional).
+
+    ``fit`` keeps ``data_`` (M, C, H, W) on the CPU, sorted by class when labelled, and
+    ``labels_``, ``classes_`` and ``class_offsets_`` (``data_[class_offsets_[k]:class_offsets_[k + 1]]``
+    are the images of ``classes_[k]``), all None without labels. ``_groups`` splits a batch
+    into queries that share a noise level and a class.
+    """
+
+    _fitted_state = DenoiserMixin._fitted_state + ("data_", "labels_", "classes_", "class_offsets_")
+
+    def fit(self, X, y=None):
+        """Store the training images ``X`` (N, C, H, W) and optional labels ``y`` (N,). Returns self."""
         X = as_training_images(X)
         self._reset_data_summary()
         self.labels_ = self.classes_ = self.class_offsets_ = None
@@ -291,6 +312,7 @@ class DenoiserMixin:
             self.class_offsets_ = np.concatenate([[0], np.cumsum(counts.cpu().numpy())])
         self.data_ = X.detach().cpu().contiguous()
         self._update_data_summary(data_summary(self.data_))
+        return self
 
     def _groups(self, sigma, y):
         """Queries sharing a noise level and a class: yields ``(rows, level, lo, hi)``.
@@ -309,23 +331,10 @@ class DenoiserMixin:
                 if len(rows):
                     yield rows, level, lo, hi
 
-    def _fitted_on(self, name, like):
-        """A fitted tensor attribute on the device and in the dtype of ``like`` (memoised)."""
-        return self._derived(
-            name, like, lambda: getattr(self, name).to(device=like.device, dtype=like.dtype)
-        )
-
-    def _derived(self, key, like, compute):
-        """Memoise ``compute()`` per (key, device, dtype of ``like``) until the next fit."""
-        cache = self.__dict__.setdefault("_cache", {})
-        key = (key, like.device, like.dtype)
-        if key not in cache:
-            cache[key] = compute()
-        return cache[key]
-
 
 __all__ = [
     "DenoiserMixin",
+    "TrainingSetMixin",
     "NotFittedError",
     "append_dims",
     "as_images",

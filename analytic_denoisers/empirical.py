@@ -18,7 +18,7 @@ from typing import NamedTuple
 import torch
 from sklearn.base import BaseEstimator
 
-from .base import DenoiserMixin, as_sigma
+from .base import TrainingSetMixin, as_sigma
 
 _BLOCK_ELEMENTS = 2**19  # default size of one (queries x chunk) logit block: cache-sized
 
@@ -177,7 +177,7 @@ class StreamingSoftmax:
     """
 
     def __init__(self, n, width, like):
-        # the (N, c) logit blocks are updated in place unless autograd needs the intermediates
+        # the (n, c) logit blocks are updated in place unless autograd needs the intermediates
         self.in_place = not (torch.is_grad_enabled() and like.requires_grad)
         self.floor = log_weight_floor(like.dtype)
         self.run_max = like.new_full((n, 1), -torch.inf)
@@ -185,7 +185,6 @@ class StreamingSoftmax:
         # nearly equal weights (large sigma, patch denoisers) float32 running sums drift by 1e-3
         self.acc = like.new_zeros(n, width, dtype=torch.float64)
         self.dtype = like.dtype
-        self.started = False
 
     def add(self, logits, values, rows=None):
         """Fold in one block: ``logits`` (n, c) and ``values`` (c, v + 1).
@@ -193,22 +192,18 @@ class StreamingSoftmax:
         ``rows`` (long tensor of n query indices), if given, says which queries the block is
         for; otherwise it is for all N.
         """
-        if rows is not None:
-            run_max, acc = self.run_max[rows], self.acc[rows]
-            new_max = torch.maximum(run_max, logits.amax(1, keepdim=True)).detach()
-            weights = torch.exp(torch.clamp(logits - new_max, min=self.floor))
-            acc = acc * torch.exp(torch.clamp(run_max - new_max, min=self.floor)) + (weights @ values).double()
-            self.run_max[rows], self.acc[rows] = new_max, acc
-            return
-        new_max = torch.maximum(self.run_max, logits.amax(1, keepdim=True)).detach()
+        run_max = self.run_max if rows is None else self.run_max[rows]
+        new_max = torch.maximum(run_max, logits.amax(1, keepdim=True)).detach()
         out = logits if self.in_place else None
         # unnormalised weights, floored at a normal float (see log_weight_floor)
         weights = torch.exp(torch.clamp(torch.sub(logits, new_max, out=out), min=self.floor, out=out), out=out)
-        if self.started:  # rescale what was accumulated under the old maximum
-            self.acc = self.acc * torch.exp(self.run_max - new_max)
-        self.started = True
-        self.acc = self.acc + (weights @ values).double()
-        self.run_max = new_max
+        # what was accumulated under the old maximum, rescaled (zero before the first block)
+        acc = self.acc if rows is None else self.acc[rows]
+        acc = acc * torch.exp(torch.clamp(run_max - new_max, min=self.floor)) + (weights @ values).double()
+        if rows is None:
+            self.run_max, self.acc = new_max, acc
+        else:
+            self.run_max[rows], self.acc[rows] = new_max, acc
 
     def result(self):
         """The averages, shape (N, v)."""
@@ -232,7 +227,7 @@ def _top_k_posterior_mean(aug_q, aug, chunk, k):
     return torch.einsum("nk,nkd->nd", weights, aug[:, :d][best_idx])
 
 
-class EmpiricalOptimalDenoiser(DenoiserMixin, BaseEstimator):
+class EmpiricalOptimalDenoiser(TrainingSetMixin, BaseEstimator):
     """Exact posterior mean of the training set's empirical distribution (memorises it).
 
     Parameters
@@ -258,16 +253,9 @@ class EmpiricalOptimalDenoiser(DenoiserMixin, BaseEstimator):
     image_shape_, n_samples_seen_, value_range_, fingerprint_ : see DenoiserMixin.
     """
 
-    _fitted_state = DenoiserMixin._fitted_state + ("data_", "labels_", "classes_", "class_offsets_")
-
     def __init__(self, chunk_size=None, top_k=None):
         self.chunk_size = chunk_size
         self.top_k = top_k
-
-    def fit(self, X, y=None):
-        """Store the training images ``X`` (N, C, H, W) and optional labels ``y`` (N,)."""
-        self._store_training_set(X, y)
-        return self
 
     def _denoise(self, x, sigma, y):
         kwargs = dict(chunk_size=self.chunk_size, top_k=self.top_k)

@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from sklearn.base import BaseEstimator
 
-from .base import DenoiserMixin
+from .base import TrainingSetMixin
 from .empirical import StreamingSoftmax, log_weight_floor, resolve_chunk
 from .scales import value_at
 
@@ -286,7 +286,7 @@ def merge_duplicates(rows):
     bits = rows.view(torch.int64 if rows.dtype == torch.float64 else torch.int32).long()
     g = torch.Generator().manual_seed(12345)
     mult = torch.randint(1, 2**62, (rows.shape[1],), generator=g).to(rows.device) * 2 + 1
-    _, group, _ = torch.unique(bits.mul(mult).sum(1), return_inverse=True, return_counts=True)
+    _, group = torch.unique(bits.mul(mult).sum(1), return_inverse=True)
     first = torch.full((int(group.max()) + 1,), len(rows), device=rows.device)
     first = first.scatter_reduce(0, group, torch.arange(len(rows), device=rows.device), "amin")
     owner = first[group]
@@ -298,8 +298,9 @@ def merge_duplicates(rows):
 def build_patch_index(data, patch_size, padding, positions, *, n_clusters=None, seed=0):
     """All training patches at ``positions`` (flat pixel indices), merged and clustered for pruning.
 
-    Identical patches (the uniform background of Fashion-MNIST is a third of them) are merged
-    into one with its count, then the distinct patches are grouped by k-means.
+    Identical patches are merged into one with its count (41% of the 3 x 3 patches of 2,000
+    Fashion-MNIST images are duplicates, mostly background), then the distinct patches are
+    grouped by k-means.
 
     Parameters
     ----------
@@ -317,16 +318,12 @@ def build_patch_index(data, patch_size, padding, positions, *, n_clusters=None, 
     most 2.5 GB for the 47 million 3 x 3 patches of the 60,000 Fashion-MNIST images; building
     it takes several times that at its peak).
     """
-    c = data.shape[1]
-    dim = c * patch_size**2
-    keys, values = [], []
-    for start in range(0, len(data), 256):
-        images = data[start:start + 256]
-        keys.append(_patches(images, patch_size, padding)[:, positions].reshape(-1, dim))
-        values.append(images.flatten(2).transpose(1, 2)[:, positions].reshape(-1, c))
-    total = sum(len(k) for k in keys)
-    merged, counts = merge_duplicates(torch.cat([torch.cat(keys), torch.cat(values)], 1))
-    keys, values = merged[:, :dim], merged[:, dim:]  # the centre pixel is in the patch
+    c, area = data.shape[1], patch_size**2
+    keys = torch.cat([_patches(data[start:start + 256], patch_size, padding)[:, positions].reshape(-1, c * area)
+                      for start in range(0, len(data), 256)])
+    total = len(keys)
+    keys, counts = merge_duplicates(keys)
+    values = keys[:, area // 2::area]  # the centre pixel of each channel (channels first)
     k = min(len(keys), n_clusters or int(min(1024, max(1, len(keys) // 1024))))
     centroids = _kmeans(keys, k, seed)
     assign = torch.cat([torch.cdist(keys[i:i + 2**16], centroids).argmin(1) for i in range(0, len(keys), 2**16)])
@@ -352,8 +349,8 @@ def pruned_patch_softmax(queries, sigma, index, tol, stats=None):
     all skipped patches together (T counts merged duplicates) hold less than ``tol`` of the
     softmax mass, and each output moves by at most ``2 tol max|v|``. The bounds are computed in
     float64 (``b`` from the direct distance, the centroid distances without the matrix-product
-    shortcut), so float32 rounding cannot loosen them; the softmax itself is in the dtype of
-    ``queries``.
+    shortcut), so float32 rounding cannot loosen them; the logits are in float64 where float32
+    rounding would matter (:func:`_logit_dtype`), else in the dtype of ``queries``.
 
     Parameters
     ----------
@@ -385,7 +382,7 @@ def pruned_patch_softmax(queries, sigma, index, tol, stats=None):
         nonlocal computed
         lo, hi = offsets[j], offsets[j + 1]
         step = max(1, 2**22 // len(rows))
-        top = queries.new_full((len(rows),), -torch.inf)
+        top = q_work.new_full((len(rows),), -torch.inf)
         arg = torch.zeros(len(rows), dtype=torch.long, device=queries.device)
         for start in range(lo, hi, step):
             block = slice(start, min(hi, start + step))
@@ -458,14 +455,15 @@ def patch_composite_posterior_mean(x, sigma, data, patch_size, *, chunk_size=Non
     return (num / cover).to(x.dtype)
 
 
-def _check_size(size, sigma, odd, limit, name):
+def _check_size(size, sigma, odd, limit):
+    """``patch_size`` at one sigma, validated (positive, odd if asked) and clipped to ``limit``."""
     if isinstance(size, bool) or int(size) != size or size < 1 or (odd and size % 2 == 0):
         kind = "a positive odd integer" if odd else "a positive integer"
-        raise ValueError(f"{name} must be {kind}, got {size!r} at sigma = {sigma:g}")
+        raise ValueError(f"patch_size must be {kind}, got {size!r} at sigma = {sigma:g}")
     return min(int(size), limit)
 
 
-class LocalScoreDenoiser(DenoiserMixin, BaseEstimator):
+class LocalScoreDenoiser(TrainingSetMixin, BaseEstimator):
     """Kamb & Ganguli's local score machines: LS, ELS and boundary-broken ELS (arXiv 2412.20292).
 
     Parameters
@@ -496,8 +494,6 @@ class LocalScoreDenoiser(DenoiserMixin, BaseEstimator):
     image_shape_, n_samples_seen_, value_range_, fingerprint_ : see DenoiserMixin.
     """
 
-    _fitted_state = DenoiserMixin._fitted_state + ("data_", "labels_", "classes_", "class_offsets_")
-
     def __init__(self, patch_size=5, equivariant=False, padding="zeros", chunk_size=None, prune_tol=None):
         self.patch_size = patch_size
         self.equivariant = equivariant
@@ -512,15 +508,14 @@ class LocalScoreDenoiser(DenoiserMixin, BaseEstimator):
         if self.prune_tol is not None and not (self.equivariant and 0 < self.prune_tol < 1):
             raise ValueError(f"prune_tol must be in (0, 1) and needs equivariant=True, got "
                              f"prune_tol={self.prune_tol!r}, equivariant={self.equivariant!r}")
-        self._store_training_set(X, y)
-        return self
+        return super().fit(X, y)
 
     def patch_size_at(self, sigma):
         """The patch side used at noise level ``sigma`` (after clipping to the image)."""
         self._check_fitted()
         _, h, w = self.image_shape_
         limit = 2 * (min(h, w) if self.padding == "circular" else max(h, w)) - 1
-        return _check_size(value_at(self.patch_size, sigma), sigma, True, limit, "patch_size")
+        return _check_size(value_at(self.patch_size, sigma), sigma, True, limit)
 
     def _denoise(self, x, sigma, y):
         data = self._fitted_on("data_", x)
@@ -541,7 +536,7 @@ class LocalScoreDenoiser(DenoiserMixin, BaseEstimator):
         return out
 
 
-class PatchCompositeDenoiser(DenoiserMixin, BaseEstimator):
+class PatchCompositeDenoiser(TrainingSetMixin, BaseEstimator):
     """Niedoba et al.'s PSPC-Square patch composite (arXiv 2411.19339).
 
     Parameters
@@ -557,22 +552,15 @@ class PatchCompositeDenoiser(DenoiserMixin, BaseEstimator):
     image_shape_, n_samples_seen_, value_range_, fingerprint_ : see DenoiserMixin.
     """
 
-    _fitted_state = DenoiserMixin._fitted_state + ("data_", "labels_", "classes_", "class_offsets_")
-
     def __init__(self, patch_size=8, chunk_size=None):
         self.patch_size = patch_size
         self.chunk_size = chunk_size
-
-    def fit(self, X, y=None):
-        """Store the training images ``X`` (N, C, H, W) and optional labels ``y`` (N,)."""
-        self._store_training_set(X, y)
-        return self
 
     def patch_size_at(self, sigma):
         """The crop side used at noise level ``sigma`` (after clipping to the image)."""
         self._check_fitted()
         _, h, w = self.image_shape_
-        return _check_size(value_at(self.patch_size, sigma), sigma, False, min(h, w), "patch_size")
+        return _check_size(value_at(self.patch_size, sigma), sigma, False, min(h, w))
 
     def _denoise(self, x, sigma, y):
         data = self._fitted_on("data_", x)

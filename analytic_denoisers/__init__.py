@@ -31,7 +31,7 @@ Quick start::
 
 __version__ = "0.1.0"
 
-from . import datasets, scales, schedules, stats
+from . import datasets, metrics, scales, schedules, stats
 from .base import DenoiserMixin
 from .empirical import EmpiricalOptimalDenoiser, empirical_posterior_mean
 from .gaussian import GaussianDenoiser, gaussian_posterior_mean, gaussian_trajectory
@@ -39,6 +39,7 @@ from .io import FileFormatError, load
 from .locality import PCALocalityDenoiser, locality_masks, pca_locality_posterior_mean
 from .patches import LocalScoreDenoiser, PatchCompositeDenoiser
 from .sampling import sample, sample_ddim, sample_euler, sample_heun
+from .unet import UNetDenoiser
 
 __all__ = [
     "DenoiserMixin",
@@ -48,11 +49,13 @@ __all__ = [
     "LocalScoreDenoiser",
     "PCALocalityDenoiser",
     "PatchCompositeDenoiser",
+    "UNetDenoiser",
     "datasets",
     "empirical_posterior_mean",
     "gaussian_posterior_mean",
     "gaussian_trajectory",
     "load",
+    "metrics",
     "locality_masks",
     "pca_locality_posterior_mean",
     "sample",

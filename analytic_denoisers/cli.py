@@ -1,12 +1,15 @@
-"""Command-line interface: ``analytic-denoisers {fit,sample,info}`` (also ``python -m analytic_denoisers``).
+"""Command-line interface: ``analytic-denoisers {fit,sample,train-unet,bench,info}`` (also ``python -m analytic_denoisers``).
 
 Each subcommand is a function of parsed arguments; ``main(argv)`` returns an exit code, so the
 tests call it in-process. Only the CLI chooses a device (``--device``, default: CUDA if present).
 """
 
 import argparse
+import copy
 import json
+import shlex
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -76,9 +79,90 @@ def cmd_sample(args):
     return 0
 
 
+def cmd_train_unet(args):
+    from .unet import UNetDenoiser, log_path
+
+    X = datasets.load(args.dataset, args.split, args.root)
+    if args.limit:
+        X = X[:args.limit]
+    params = dict(steps=args.steps, batch_size=args.batch_size, lr=args.lr, bf16=args.bf16,
+                  random_state=args.seed, **dict(args.param))
+    est = UNetDenoiser(**params)
+    out = Path(args.out)
+    checkpoint = Path(args.checkpoint) if args.checkpoint else out.with_name(out.stem + ".ckpt")
+    device = _device(args.device)
+    action = "resuming from" if checkpoint.exists() else "checkpoints in"
+    print(f"training {est!r} on {args.dataset}/{args.split}: {tuple(X.shape)} on {device}; "
+          f"{action} {checkpoint}, loss log {log_path(checkpoint)}", file=sys.stderr)
+    est.fit(X.to(device), checkpoint=checkpoint, checkpoint_every=args.checkpoint_every,
+            progress=True)
+    io.save(est, out)
+    print(f"wrote {out} ({est.n_steps_} steps, final logged loss {est.loss_log_[-1, 1]:.4f})")
+    return 0
+
+
+def _method_param(text):
+    """``method.key=value`` for bench, e.g. ``pca-locality.threshold=0.02``."""
+    key, value = _param(text)
+    method, dot, name = key.partition(".")
+    if not dot or not name:
+        raise argparse.ArgumentTypeError(f"expected METHOD.KEY=VALUE, got {text!r}")
+    return method, name, value
+
+
+def cmd_bench(args):
+    from . import benchmark
+
+    overrides = {}
+    for key in ("dataset", "root", "reference", "device"):
+        if getattr(args, key) is not None:
+            overrides[key] = getattr(args, key)
+    if args.limit:
+        overrides["train_limit"] = args.limit
+    if args.methods:
+        overrides["methods"] = [m.strip() for m in args.methods.split(",") if m.strip()]
+    sections = {"denoising": dict(n_images=args.n_images, sigmas=args.sigmas, seed=args.denoise_seed),
+                "sampling": dict(n_samples=args.n_samples, steps=args.steps, sampler=args.sampler,
+                                 seed=args.seed)}
+    for section, values in sections.items():
+        values = {k: v for k, v in values.items() if v is not None}
+        if values:
+            overrides[section] = values
+    protocol = benchmark.make_protocol(path=args.protocol)
+    params = copy.deepcopy(protocol["params"])
+    for method, name, value in args.param:
+        params.setdefault(method, {})[name] = value
+    protocol = benchmark.make_protocol({**overrides, "params": params}, path=args.protocol)
+    start = time.perf_counter()
+    results = benchmark.run(protocol, log=lambda line: print(line, file=sys.stderr))
+    command = "analytic-denoisers " + " ".join(shlex.quote(a) for a in args.argv)
+    paths = benchmark.write(results, args.out, command=command)
+    print(benchmark.gate_text(results["gate"]).splitlines()[0])
+    print(f"wrote {', '.join(str(p) for p in paths)} in {time.perf_counter() - start:.0f} s")
+    return 0
+
+
+def _float_list(text):
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one number")
+    return values
+
+
 def cmd_info(args):
     print(json.dumps(io.info(args.model), indent=2))
     return 0
+
+
+def _data_arguments(p):
+    p.add_argument("--dataset", default="default", choices=datasets.NAMES,
+                   help="dataset name (default: the small Fashion-MNIST subset shipped in data/)")
+    p.add_argument("--root", help="folder or file holding the dataset (see datasets.load)")
+    p.add_argument("--split", default="train", choices=("train", "test"))
+    p.add_argument("--limit", type=_positive_int, help="use only the first LIMIT images")
 
 
 def build_parser():
@@ -91,11 +175,7 @@ def build_parser():
     p = sub.add_parser("fit", help="fit a denoiser on a dataset and save it as HDF5",
                        description="Fit a denoiser on a dataset and save it (HDF5).")
     p.add_argument("method", choices=sorted(registry.METHODS), help="which denoiser")
-    p.add_argument("--dataset", default="default", choices=datasets.NAMES,
-                   help="dataset name (default: the small Fashion-MNIST subset shipped in data/)")
-    p.add_argument("--root", help="folder or file holding the dataset (see datasets.load)")
-    p.add_argument("--split", default="train", choices=("train", "test"))
-    p.add_argument("--limit", type=_positive_int, help="use only the first LIMIT images")
+    _data_arguments(p)
     p.add_argument("--labels", action="store_true",
                    help="fit a class-conditional denoiser (methods that support it)")
     p.add_argument("--param", type=_param, action="append", default=[], metavar="KEY=VALUE",
@@ -122,6 +202,56 @@ def build_parser():
     p.add_argument("-o", "--out", default="samples.png", help="output PNG (the .npy goes beside it)")
     p.set_defaults(func=cmd_sample)
 
+    p = sub.add_parser("train-unet", help="train the reference UNet (resumable) and save it as HDF5",
+                       description="Train the reference UNet (EDM preconditioning and loss) on a "
+                                   "dataset. A checkpoint is written periodically and on Ctrl-C; "
+                                   "running the same command again resumes from it (a larger "
+                                   "--steps extends a finished run). The loss log is written "
+                                   "beside the checkpoint as CSV.")
+    _data_arguments(p)
+    p.add_argument("--steps", type=_positive_int, default=4000, help="optimiser steps in total (default 4000)")
+    p.add_argument("--batch-size", type=_positive_int, default=128, help="training batch (default 128)")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast (about 2x faster on CPU)")
+    p.add_argument("--seed", type=int, default=0, help="seeds weights, batches and noise (default 0)")
+    p.add_argument("--param", type=_param, action="append", default=[], metavar="KEY=VALUE",
+                   help="other UNetDenoiser hyper-parameter, e.g. --param base_channels=64")
+    p.add_argument("--checkpoint", help="training checkpoint (default: OUT with suffix .ckpt)")
+    p.add_argument("--checkpoint-every", type=_positive_int, default=250, help="steps (default 250)")
+    p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("-o", "--out", required=True, help="output .h5 file (EMA weights)")
+    p.set_defaults(func=cmd_train_unet)
+
+    p = sub.add_parser(
+        "bench", help="run the benchmark protocol: every method against the reference UNet",
+        description="Fit every chosen method on the training images, then compare it with the "
+                    "reference network (default: the UNet shipped in data/) on held-out noisy test "
+                    "images over a sigma grid (denoiser agreement) and from shared initial noise "
+                    "(sampler agreement). Prints the reference's quality gate; writes "
+                    "results.json, denoising.csv, sampling.csv, results.md, samples.png and "
+                    "metrics.png to --out. Options override the protocol file, which overrides "
+                    "the defaults of analytic_denoisers.benchmark.DEFAULT_PROTOCOL.")
+    p.add_argument("--protocol", help="protocol JSON file (keys of DEFAULT_PROTOCOL)")
+    p.add_argument("--dataset", choices=datasets.NAMES, help="dataset (default: default)")
+    p.add_argument("--root", help="folder or file holding the dataset (see datasets.load)")
+    p.add_argument("--limit", type=_positive_int, help="fit on the first LIMIT training images only")
+    p.add_argument("--reference", help="saved reference denoiser .h5 (default for the default "
+                                       "dataset: data/unet-default.h5)")
+    p.add_argument("--methods", help=f"comma-separated, from {','.join(sorted(registry.METHODS))} (default: all)")
+    p.add_argument("--param", type=_method_param, action="append", default=[],
+                   metavar="METHOD.KEY=VALUE", help="hyper-parameter of one method, e.g. "
+                   "pca-locality.threshold=0.02; patch_size=\"snr\" is the SNR schedule (repeatable)")
+    p.add_argument("--n-images", type=_positive_int, help="test images for denoiser agreement (default 32)")
+    p.add_argument("--sigmas", type=_float_list, help="comma-separated sigma grid for denoiser agreement")
+    p.add_argument("--denoise-seed", type=int, help="test image i uses noise seed DENOISE_SEED + i")
+    p.add_argument("-n", "--n-samples", type=_positive_int, help="samples for sampler agreement (default 16)")
+    p.add_argument("--steps", type=_positive_int, help="sampling steps (default 10)")
+    p.add_argument("--sampler", choices=sorted(SAMPLERS), help="sampler (default heun)")
+    p.add_argument("--seed", type=int, help="sample i starts from seed SEED + i (default 0)")
+    p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("-o", "--out", default="out/bench", help="output folder (default out/bench)")
+    p.set_defaults(func=cmd_bench)
+
     p = sub.add_parser("info", help="print a saved denoiser's metadata as JSON")
     p.add_argument("model", help=".h5 file written by `fit`")
     p.set_defaults(func=cmd_info)
@@ -130,7 +260,9 @@ def build_parser():
 
 def main(argv=None):
     """Run the CLI with ``argv`` (default: ``sys.argv[1:]``); returns the exit code."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError) as err:

@@ -13,6 +13,7 @@ complete, so an interrupted save never leaves a half-written file behind.
 """
 
 import datetime
+import inspect
 import json
 import os
 import tempfile
@@ -135,6 +136,13 @@ def info(path):
     return meta
 
 
+def _restore_tuples(cls, params):
+    """JSON turns tuples into lists: give back tuples where the constructor's default is one."""
+    defaults = inspect.signature(cls).parameters
+    return {k: tuple(v) if isinstance(v, list) and k in defaults and isinstance(defaults[k].default, tuple)
+            else v for k, v in params.items()}
+
+
 def load(path):
     """Load a denoiser saved with ``est.save(path)``.
 
@@ -151,7 +159,7 @@ def load(path):
         if not (isinstance(cls, type) and issubclass(cls, analytic_denoisers.DenoiserMixin)):
             raise FileFormatError(f"{path}: unknown denoiser class {name!r}")
         try:
-            estimator = cls(**json.loads(f.attrs["params"], object_hook=json_object_hook))
+            estimator = cls(**_restore_tuples(cls, json.loads(f.attrs["params"], object_hook=json_object_hook)))
             state = json.loads(f["state"].attrs["scalars"])
             for key, ds in f["state"].items():
                 array = ds[()]

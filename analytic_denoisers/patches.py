@@ -65,12 +65,17 @@ def window_sums(t, size, pad=0, padding="zeros"):
     distances that matter for small sigma.
     """
     t = t.double()
-    if pad:
-        t = F.pad(t, (pad,) * 4, mode="circular" if padding == "circular" else "constant")
-    rows = F.pad(t.cumsum(-2), (0, 0, 1, 0))
-    rows = rows[..., size:, :] - rows[..., :-size, :]
-    cols = F.pad(rows.cumsum(-1), (1, 0))
-    return cols[..., size:] - cols[..., :-size]
+    if padding == "circular" and pad:
+        t = F.pad(t, (pad,) * 4, mode="circular")
+        pad = 0
+    # zeros add nothing: clip each window to the image instead of padding (O(H W) for any size)
+    for dim in (-2, -1):
+        n = t.shape[dim]
+        start = torch.arange(n + 2 * pad - size + 1, device=t.device) - pad
+        lo, hi = start.clamp(0, n), (start + size).clamp(0, n)
+        prefix = F.pad(t.cumsum(dim), (0, 0, 1, 0) if dim == -2 else (1, 0))
+        t = prefix.index_select(dim, hi) - prefix.index_select(dim, lo)
+    return t
 
 
 def _window_logits(x, images, size, pad, padding, sigma):

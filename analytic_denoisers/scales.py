@@ -29,6 +29,7 @@ import torch
 from sklearn.base import clone
 from tqdm.auto import tqdm
 
+from . import metrics
 from .base import as_images
 from .locality import locality_masks
 from .sampling import seeded_noise
@@ -480,19 +481,8 @@ def snr_resolution_schedule(X, sigmas, *, snr=1.0, chunk_size=1024):
 
 # -- calibration against a target denoiser ---------------------------------------------------
 
-def _mse_per_image(a, b):
-    return (a - b).square().flatten(1).mean(1)
-
-
-def _r2_per_image(a, b):
-    a, b = a.flatten(1), b.flatten(1)
-    residual = (a - b).square().sum(1)
-    total = (b - b.mean(1, keepdim=True)).square().sum(1)
-    return 1 - residual / total
-
-
 # name -> (per-image score of (output, target), greater is better)
-METRICS = {"mse": (_mse_per_image, False), "r2": (_r2_per_image, True)}
+METRICS = {"mse": (metrics.mse, False), "r2": (metrics.r2, True)}
 
 
 @dataclass
@@ -622,7 +612,7 @@ def calibrate(estimator, param, candidates, target, X, sigmas, *, metric="mse", 
             reference = _in_batches(target_fn, x, sigma, batch_size).double()
             for k in range(len(candidates)):
                 out = _in_batches(model(k).denoise, x, sigma, batch_size).double()
-                scores[s, k] = float(score_fn(out, reference).mean())
+                scores[s, k] = float(score_fn(out, reference).nanmean())
                 bar.update()
     finally:
         bar.close()

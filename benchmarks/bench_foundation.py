@@ -22,7 +22,8 @@ import argparse
 import torch
 
 import analytic_denoisers as ad
-from common import (PeakRSS, fashion_mnist_inputs, markdown_table, median_time, report_header,
+from analytic_denoisers.benchmark import PeakMemory
+from common import (fashion_mnist_inputs, markdown_table, median_time, report_header,
                     write_report)
 
 SIGMAS = (0.002, 0.01, 0.1, 0.5, 1.0, 5.0, 80.0)
@@ -76,9 +77,9 @@ def main():
     rows, fractions = [], []
     for sigma in SIGMAS:
         x = test + sigma * noise
-        with PeakRSS() as mem_fast:
+        with PeakMemory() as mem_fast:
             t_fast = median_time(lambda: emp(x, sigma), args.repeats)
-        with PeakRSS() as mem_naive:
+        with PeakMemory() as mem_naive:
             t_naive = median_time(lambda: straightforward_empirical(x, sigma, data), args.repeats)
         ref = straightforward_empirical(x.double(), sigma, data64)
         fast, naive = emp(x, sigma).double(), straightforward_empirical(x, sigma, data).double()
@@ -103,7 +104,7 @@ def main():
               "distances, which matters most where near-ties meet a small sigma.", ""]
 
     # -- Gaussian denoiser -----------------------------------------------------------------
-    with PeakRSS() as mem_fit:
+    with PeakMemory() as mem_fit:
         t_fit = median_time(lambda: ad.GaussianDenoiser().fit(X), repeats=3, warmup=0)
     gauss = ad.GaussianDenoiser().fit(X)
     rows = []

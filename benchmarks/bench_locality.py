@@ -25,9 +25,10 @@ import time
 import torch
 
 import analytic_denoisers as ad
+from analytic_denoisers.benchmark import PeakMemory
 from analytic_denoisers.empirical import log_weight_floor
 from analytic_denoisers.locality import block_plan, pca_locality_posterior_mean, prepare_transposed
-from common import (PeakRSS, fashion_mnist_inputs, markdown_table, median_time, report_header,
+from common import (fashion_mnist_inputs, markdown_table, median_time, report_header,
                     write_report)
 
 
@@ -89,11 +90,11 @@ def main():
     for sigma in sigmas:
         x, mask = test + sigma * noise, den.masks(sigma)
         plan, products = describe(block_plan(mask), d)
-        with PeakRSS() as mem_fast:
+        with PeakMemory() as mem_fast:
             t_fast = median_time(lambda: den(x, sigma), args.repeats, warmup=0)
         t_floor = median_time(lambda: pca_locality_posterior_mean(x, sigma, None, empty, prepared=prepared),
                               args.repeats, warmup=0)
-        with PeakRSS() as mem_dense:
+        with PeakMemory() as mem_dense:
             t_dense = median_time(lambda: dense_masked(x, sigma, data, mask), args.repeats, warmup=0)
         ref = den(x.double(), sigma)  # float64 run of the exact path (tested against brute force)
         err_fast = (den(x, sigma).double() - ref).abs().max()

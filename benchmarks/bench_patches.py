@@ -30,10 +30,11 @@ import torch
 import torch.nn.functional as F
 
 import analytic_denoisers as ad
+from analytic_denoisers.benchmark import PeakMemory
 from analytic_denoisers.empirical import StreamingSoftmax
 from analytic_denoisers.patches import (build_patch_index, equivariant_local_score_posterior_mean,
                                         patch_composite_posterior_mean)
-from common import PeakRSS, fashion_mnist_inputs, markdown_table, report_header, write_report
+from common import fashion_mnist_inputs, markdown_table, report_header, write_report
 
 
 def pspc_by_crop(x, sigma, data, size):
@@ -81,9 +82,9 @@ def timed(fn, repeats):
 
 
 def compare(name, fast, slow, exact, x, sigma, repeats):
-    with PeakRSS() as mem_fast:
+    with PeakMemory() as mem_fast:
         t_fast, out_fast = timed(lambda: fast(x), repeats)
-    with PeakRSS() as mem_slow:
+    with PeakMemory() as mem_slow:
         t_slow, out_slow = timed(lambda: slow(x), repeats)
     ref = exact(x.double())
     err_fast = float((out_fast.double() - ref).abs().max())

@@ -2,52 +2,16 @@
 
 import datetime
 import os
-import platform
 import statistics
 import sys
-import threading
 import time
 from pathlib import Path
 
 import torch
 
 import analytic_denoisers as ad
+from analytic_denoisers.benchmark import environment
 from analytic_denoisers.sampling import seeded_noise
-
-_PAGE = os.sysconf("SC_PAGE_SIZE")
-
-
-def _rss_bytes():
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * _PAGE
-
-
-class PeakRSS:
-    """Context manager: peak resident memory above the starting level, sampled every 1 ms.
-
-    ``with PeakRSS() as mem: work()`` then ``mem.peak_mib``. Linux only (reads /proc/self/statm).
-    """
-
-    def __enter__(self):
-        self.start = self.peak = _rss_bytes()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, daemon=True)
-        self._thread.start()
-        return self
-
-    def _watch(self):
-        while not self._stop.wait(0.001):
-            self.peak = max(self.peak, _rss_bytes())
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, _rss_bytes())
-
-    @property
-    def peak_mib(self):
-        return (self.peak - self.start) / 2**20
-
 
 def median_time(fn, repeats=7, warmup=1):
     """Median wall time of ``fn()`` in seconds over ``repeats`` runs after ``warmup`` runs."""
@@ -62,14 +26,9 @@ def median_time(fn, repeats=7, warmup=1):
 
 
 def machine_line():
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return (f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} with "
-            f"{torch.get_num_threads()} threads, Python {platform.python_version()}")
+    env = environment(torch.device("cpu"))
+    return (f"{env['machine']}, {env['cpu_count']} cores, torch {env['torch']} with "
+            f"{env['torch_threads']} threads, Python {env['python']}")
 
 
 def report_header(title):

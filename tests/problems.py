@@ -10,6 +10,10 @@ def randn(*shape, seed=0):
     return torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
 
 
+# a UNetDenoiser small and short enough for unit tests (seconds on a CPU)
+TINY_UNET = dict(base_channels=8, channel_mult=(1, 2), steps=2, batch_size=4, warmup=1)
+
+
 def tiny_images(n=12, shape=(1, 6, 6), seed=0, dtype=torch.float64):
     """n random images in [-1, 1] with a little shared structure."""
     g = torch.Generator().manual_seed(seed)

@@ -8,15 +8,17 @@ from sklearn.exceptions import NotFittedError
 
 import analytic_denoisers as ad
 from analytic_denoisers.registry import METHODS
-from problems import tiny_images
+from problems import TINY_UNET, tiny_images
 
 SHAPE = (1, 6, 6)
-# every registered method, plus variants that take a different code path: name -> (method, params)
-CASES = {name: (name, {}) for name in METHODS}
-CASES["els"] = ("local-score", dict(patch_size=3, equivariant=True, padding="circular"))
-CASES["bbels"] = ("local-score", dict(patch_size=3, equivariant=True, padding="zeros"))
-# extra hyper-parameter per method for the chunk-invariance test
-CHUNK_PARAMS = {name: "chunk_size" for name in METHODS}
+# every registered method, variants that take a different code path, and the reference
+# network (a tiny UNet trained for two steps): name -> (estimator class, params)
+CASES = {name: (cls, {}) for name, cls in METHODS.items()}
+CASES["els"] = (METHODS["local-score"], dict(patch_size=3, equivariant=True, padding="circular"))
+CASES["bbels"] = (METHODS["local-score"], dict(patch_size=3, equivariant=True, padding="zeros"))
+CASES["unet"] = (ad.UNetDenoiser, TINY_UNET)
+# the hyper-parameter that only splits work, for the chunk-invariance test
+CHUNK_PARAM = "chunk_size"
 
 
 @pytest.fixture(params=sorted(CASES))
@@ -25,8 +27,8 @@ def method(request):
 
 
 def make(case, **params):
-    name, preset = CASES[case]
-    return METHODS[name](**{**preset, **params})
+    cls, preset = CASES[case]
+    return cls(**{**preset, **params})
 
 
 def fitted(method, dtype=torch.float64, **params):
@@ -34,9 +36,9 @@ def fitted(method, dtype=torch.float64, **params):
 
 
 def test_every_method_is_exported_and_has_a_chunk_parameter(method):
-    cls = METHODS[CASES[method][0]]
+    cls = CASES[method][0]
     assert getattr(ad, cls.__name__) is cls
-    assert CHUNK_PARAMS[CASES[method][0]] in cls().get_params()
+    assert CHUNK_PARAM in cls().get_params()
 
 
 def test_fit_returns_self_and_clone_keeps_params(method):
@@ -89,7 +91,7 @@ def test_batch_invariance(method):
 
 def test_chunk_size_invariance(method):
     x = tiny_images(5, SHAPE, seed=6)
-    outs = [fitted(method, **{CHUNK_PARAMS[CASES[method][0]]: c})(x, 0.4) for c in (1, 5, 1000)]
+    outs = [fitted(method, **{CHUNK_PARAM: c})(x, 0.4) for c in (1, 5, 1000)]
     for out in outs[1:]:
         torch.testing.assert_close(out, outs[0], rtol=1e-12, atol=1e-12)
 

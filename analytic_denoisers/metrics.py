@@ -1,0 +1,63 @@
+"""Per-image agreement metrics between a method's images ``a`` and reference images ``b``.
+
+Each function takes two tensors of the same shape (N, ...) and returns a float64 tensor of
+shape (N,), one value per image (the benchmark protocol of DESIGN.md then takes the mean of
+R², MSE and explained variance and the median of Pearson r over images). An image whose
+reference is constant has no R² or r: those entries are NaN, never a silent 0 or 1.
+"""
+
+import torch
+
+
+def _flat(a, b):
+    if a.shape != b.shape:
+        raise ValueError(f"compared images must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+    return a.detach().flatten(1).double(), b.detach().flatten(1).to(a.device).double()
+
+
+def mse(a, b):
+    """Mean squared error per image, ``mean_p (a - b)^2``."""
+    a, b = _flat(a, b)
+    return (a - b).square().mean(1)
+
+
+def r2(a, b):
+    """Coefficient of determination of ``a`` against the reference ``b``, per image:
+    ``1 - sum (a - b)^2 / sum (b - mean b)^2``."""
+    a, b = _flat(a, b)
+    total = (b - b.mean(1, keepdim=True)).square().sum(1)
+    return 1 - (a - b).square().sum(1) / torch.where(total > 0, total, torch.nan)
+
+
+def pearson(a, b):
+    """Pearson correlation of the pixels of ``a`` and ``b``, per image."""
+    a, b = _flat(a, b)
+    a, b = a - a.mean(1, keepdim=True), b - b.mean(1, keepdim=True)
+    norm = a.norm(dim=1) * b.norm(dim=1)
+    return (a * b).sum(1) / torch.where(norm > 0, norm, torch.nan)
+
+
+def explained_variance(a, b):
+    """``1 - ||a - b||^2 / ||b||^2`` per image (b is the reference)."""
+    a, b = _flat(a, b)
+    total = b.square().sum(1)
+    return 1 - (a - b).square().sum(1) / torch.where(total > 0, total, torch.nan)
+
+
+# name -> (per-image function, how the protocol summarises it over images)
+METRICS = {
+    "r2": (r2, "mean"),
+    "pearson": (pearson, "median"),
+    "mse": (mse, "mean"),
+    "explained_variance": (explained_variance, "mean"),
+}
+
+
+def summarise(a, b):
+    """Every metric of ``METRICS`` for images ``a`` against reference ``b``, summarised over
+    images (NaN entries are left out of the mean or median): dict name -> float."""
+    out = {}
+    for name, (fn, how) in METRICS.items():
+        values = fn(a, b)
+        out[name] = float(values.nanmean() if how == "mean" else values.nanmedian())
+    return out

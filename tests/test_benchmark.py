@@ -1,0 +1,187 @@
+"""The benchmark harness on tiny data: protocol, metrics, repeatability, writers and the CLI."""
+
+import csv
+import json
+import math
+
+import pytest
+import torch
+
+import analytic_denoisers as ad
+from analytic_denoisers import benchmark, metrics
+from analytic_denoisers.cli import main
+from problems import TINY_UNET
+
+N_TRAIN = 48
+
+
+def tiny_protocol(reference, **overrides):
+    """The default data's first images, two sigmas, two samples of two steps."""
+    return benchmark.make_protocol({
+        "reference": str(reference), "train_limit": N_TRAIN,
+        "denoising": {"n_images": 4, "sigmas": [0.1, 2.0], "batch_size": 3},
+        "sampling": {"n_samples": 2, "steps": 2},
+        "gate": {"n_images": 8, "sigmas": [0.5]},
+        **overrides,
+    })
+
+
+@pytest.fixture(scope="module")
+def train_images():
+    return ad.datasets.load("default")[:N_TRAIN]
+
+
+@pytest.fixture(scope="module")
+def gaussian_file(tmp_path_factory, train_images):
+    return ad.GaussianDenoiser().fit(train_images).save(tmp_path_factory.mktemp("ref") / "gauss.h5")
+
+
+@pytest.fixture(scope="module")
+def unet_file(tmp_path_factory, train_images):
+    return ad.UNetDenoiser(**TINY_UNET).fit(train_images).save(tmp_path_factory.mktemp("ref") / "unet.h5")
+
+
+def test_metrics_against_explicit_formulas():
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(5, 1, 3, 4, generator=g), torch.randn(5, 1, 3, 4, generator=g)
+    for i in range(5):
+        x, r = a[i].flatten().double(), b[i].flatten().double()
+        r2 = 1 - ((x - r) ** 2).sum() / ((r - r.mean()) ** 2).sum()
+        pearson = torch.corrcoef(torch.stack([x, r]))[0, 1]
+        assert metrics.r2(a, b)[i].item() == pytest.approx(r2.item(), rel=1e-12)
+        assert metrics.pearson(a, b)[i].item() == pytest.approx(pearson.item(), rel=1e-10)
+        assert metrics.mse(a, b)[i].item() == pytest.approx(((x - r) ** 2).mean().item(), rel=1e-12)
+        assert metrics.explained_variance(a, b)[i].item() == pytest.approx(
+            (1 - ((x - r) ** 2).sum() / (r**2).sum()).item(), rel=1e-12)
+    summary = metrics.summarise(a, b)
+    assert summary["pearson"] == pytest.approx(metrics.pearson(a, b).median().item())
+    assert summary["r2"] == pytest.approx(metrics.r2(a, b).mean().item())
+
+
+def test_metrics_of_identical_and_constant_images():
+    a = torch.randn(3, 1, 4, 4)
+    assert metrics.summarise(a, a) == pytest.approx({"r2": 1.0, "pearson": 1.0, "mse": 0.0, "explained_variance": 1.0},
+                                                    abs=1e-15)
+    constant = torch.ones(3, 1, 4, 4)
+    assert torch.isnan(metrics.r2(a, constant)).all() and torch.isnan(metrics.pearson(a, constant)).all()
+    with pytest.raises(ValueError, match="same shape"):
+        metrics.mse(a, a[:, :, :2])
+
+
+def test_identical_methods_agree_perfectly(gaussian_file):
+    results = benchmark.run(tiny_protocol(gaussian_file, methods=["gaussian"]), progress=False, log=lambda s: None)
+    assert results["reference"]["trained_on_same_images"]
+    for row in results["denoising"]["methods"]["gaussian"]["by_sigma"]:
+        assert row["r2"] == 1.0 and row["pearson"] == pytest.approx(1.0) and row["mse"] == 0.0
+        assert row["explained_variance"] == 1.0
+    sampled = results["sampling"]["methods"]["gaussian"]
+    assert sampled["r2"] == 1.0 and sampled["mse"] == 0.0 and sampled["x0_r2_by_step"] == [1.0, 1.0]
+    assert sampled["denoiser_calls"] == 3  # Heun: two calls, then an Euler step to 0
+    gate = results["gate"]["by_sigma"][0]
+    assert gate["reference_mse"] == gate["gaussian_mse"] and not results["gate"]["passed"]
+
+
+def _numbers(results):
+    """The results without timings and memory, which vary from run to run."""
+    drop = {"seconds", "seconds_per_call", "fit_seconds", "fit_peak_mib", "denoise_peak_mib", "peak_mib",
+            "reference_seconds_per_call", "environment", "date"}
+
+    def strip(obj):
+        if isinstance(obj, dict):
+            return {k: strip(v) for k, v in obj.items() if k not in drop}
+        if isinstance(obj, list):
+            return [strip(v) for v in obj]
+        return obj
+
+    return strip({k: v for k, v in results.items() if not k.startswith("_")})
+
+
+def test_every_method_against_a_unet_is_repeatable(unet_file):
+    protocol = tiny_protocol(unet_file)
+    first = benchmark.run(protocol, progress=False, log=lambda s: None)
+    second = benchmark.run(protocol, progress=False, log=lambda s: None)
+    assert _numbers(first) == _numbers(second)
+    assert set(first["denoising"]["methods"]) == set(ad.registry.METHODS)
+    for entry in first["denoising"]["methods"].values():
+        assert [r["sigma"] for r in entry["by_sigma"]] == [0.1, 2.0]
+        assert all(r["seconds_per_call"] > 0 and math.isfinite(r["r2"]) and r["r2"] <= 1 for r in entry["by_sigma"])
+    # the "snr" patch size became the data's schedule
+    assert first["denoising"]["methods"]["local-score"]["params"]["patch_size"]["__schedule__"] == "Table"
+    # other sampling seeds give other samples
+    other = benchmark.run(tiny_protocol(unet_file, sampling={"n_samples": 2, "steps": 2, "seed": 7}),
+                          progress=False, log=lambda s: None)
+    assert not torch.equal(other["_images"]["samples"]["reference"], first["_images"]["samples"]["reference"])
+
+
+def test_noise_is_per_sample(gaussian_file):
+    # sample i depends only on seed + i: two samples from seed 0 contain the one sample from seed 1
+    two = benchmark.run(tiny_protocol(gaussian_file, methods=["gaussian"]), progress=False, log=lambda s: None)
+    one = benchmark.run(tiny_protocol(gaussian_file, methods=["gaussian"],
+                                      sampling={"n_samples": 1, "steps": 2, "seed": 1}),
+                        progress=False, log=lambda s: None)
+    # equal up to float32 GEMM rounding, which differs between batch sizes and grows from sigma = 80
+    a, b = one["_images"]["samples"]["gaussian"][0], two["_images"]["samples"]["gaussian"]
+    assert (a - b[1]).abs().max() < 2e-3 < (a - b[0]).abs().max()
+
+
+def test_reference_trained_on_other_images_is_flagged(tmp_path, train_images):
+    other = ad.GaussianDenoiser().fit(train_images[:20]).save(tmp_path / "other.h5")
+    lines = []
+    results = benchmark.run(tiny_protocol(other, methods=["gaussian"]), progress=False, log=lines.append)
+    assert not results["reference"]["trained_on_same_images"]
+    assert any("WARNING: trained on different images" in line for line in lines)
+
+
+def test_writers(tmp_path, gaussian_file):
+    results = benchmark.run(tiny_protocol(gaussian_file, methods=["gaussian", "empirical"]),
+                            progress=False, log=lambda s: None)
+    paths = benchmark.write(results, tmp_path / "out", command="analytic-denoisers bench ...")
+    assert all(p.is_file() and p.stat().st_size > 0 for p in paths)
+    saved = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert saved["command"] == "analytic-denoisers bench ..." and "_images" not in saved
+    assert saved["denoising"]["methods"]["empirical"]["by_sigma"][1]["sigma"] == 2.0
+    with open(tmp_path / "out" / "denoising.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 3 * 2 and {r["method"] for r in rows} == {"reference", "gaussian", "empirical"}
+    text = (tmp_path / "out" / "results.md").read_text()
+    assert "Quality gate" in text and "| empirical |" in text and "analytic-denoisers bench ..." in text
+
+
+@pytest.mark.parametrize("overrides, match", [
+    ({"methods": ["nope"]}, "methods must be"),
+    ({"colour": 1}, "unknown protocol key 'colour'"),
+    ({"sampling": {"stpes": 3}}, r"unknown keys \['stpes'\]"),
+    ({"sampling": {"sampler": "rk4"}}, "unknown sampler"),
+    ({"denoising": {"n_images": 0}}, "n_images must be a positive int"),
+    ({"gate": {"sigmas": [0.5, -1]}}, "positive numbers"),
+])
+def test_bad_protocols_raise(overrides, match):
+    with pytest.raises(ValueError, match=match):
+        benchmark.make_protocol(overrides)
+
+
+def test_protocol_file_and_missing_reference(tmp_path):
+    (tmp_path / "p.json").write_text(json.dumps({"methods": ["gaussian"], "sampling": {"steps": 3}}))
+    protocol = benchmark.make_protocol({"sampling": {"n_samples": 5}}, path=tmp_path / "p.json")
+    assert protocol["methods"] == ["gaussian"] and protocol["sampling"]["steps"] == 3
+    assert protocol["sampling"]["n_samples"] == 5 and protocol["sampling"]["sampler"] == "heun"
+    with pytest.raises(FileNotFoundError, match="no such protocol file"):
+        benchmark.make_protocol(path=tmp_path / "missing.json")
+    with pytest.raises(ValueError, match="no shipped reference"):
+        benchmark.reference_path(benchmark.make_protocol({"dataset": "mnist"}))
+
+
+def test_bench_cli_in_process(tmp_path, unet_file, capsys):
+    out = tmp_path / "bench"
+    code = main(["bench", "--reference", str(unet_file), "--limit", str(N_TRAIN), "--methods", "gaussian,pca-locality",
+                 "--n-images", "3", "--sigmas", "0.5,5", "-n", "2", "--steps", "2", "--sampler", "euler",
+                 "--param", "pca-locality.threshold=0.02", "-o", str(out)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "quality gate" in printed and "wrote" in printed
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["protocol"]["sampling"]["sampler"] == "euler" and saved["protocol"]["methods"] == ["gaussian", "pca-locality"]
+    assert saved["denoising"]["methods"]["pca-locality"]["params"]["threshold"] == 0.02
+    assert saved["sampling"]["methods"]["gaussian"]["denoiser_calls"] == 2
+    assert saved["command"].startswith("analytic-denoisers bench --reference")
+    assert main(["bench", "--reference", str(tmp_path / "nope.h5"), "-o", str(out)]) == 2

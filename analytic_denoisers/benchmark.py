@@ -86,7 +86,15 @@ def make_protocol(overrides=None, path=None):
         for key, value in layer.items():
             if key not in protocol:
                 raise ValueError(f"unknown protocol key {key!r}; known: {sorted(protocol)}")
-            if isinstance(protocol[key], dict) and key != "params":
+            if isinstance(protocol[key], dict):
+                if not isinstance(value, dict):
+                    raise ValueError(f"protocol section {key!r} must be an object, got {value!r}")
+                if key == "params":  # merged per method, then per hyper-parameter
+                    for method, params in value.items():
+                        if not isinstance(params, dict):
+                            raise ValueError(f"params of {method!r} must be an object, got {params!r}")
+                        protocol["params"].setdefault(method, {}).update(copy.deepcopy(params))
+                    continue
                 unknown = set(value) - set(protocol[key])
                 if unknown:
                     raise ValueError(f"unknown keys {sorted(unknown)} in protocol section {key!r}; "
@@ -102,9 +110,20 @@ def _check_protocol(p):
     unknown = [m for m in p["methods"] if m not in registry.METHODS]
     if unknown or not p["methods"]:
         raise ValueError(f"methods must be a non-empty list of {sorted(registry.METHODS)}, got {p['methods']!r}")
-    stray = set(p["params"]) - set(p["methods"]) - set(registry.METHODS)
+    stray = set(p["params"]) - set(registry.METHODS)
     if stray:
         raise ValueError(f"params given for unknown methods {sorted(stray)}")
+    limit = p["train_limit"]
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"train_limit must be a positive int or null, got {limit!r}")
+    for key in ("sigma_min", "sigma_max", "rho"):
+        value = p["sampling"][key]
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+            raise ValueError(f"sampling.{key} must be a positive number, got {value!r}")
+    for section in ("denoising", "sampling", "gate"):
+        seed = p[section]["seed"]
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ValueError(f"{section}.seed must be an int >= 0, got {seed!r}")
     if p["sampling"]["sampler"] not in SAMPLERS:
         raise ValueError(f"unknown sampler {p['sampling']['sampler']!r}; choose one of {sorted(SAMPLERS)}")
     for section, key in (("denoising", "n_images"), ("denoising", "batch_size"), ("sampling", "n_samples"),
@@ -155,13 +174,14 @@ class PeakMemory:
     """
 
     def __init__(self, device=None):
-        self.cuda = device is not None and torch.device(device).type == "cuda"
+        self.device = None if device is None else torch.device(device)
+        self.cuda = self.device is not None and self.device.type == "cuda"
 
     def __enter__(self):
         if self.cuda:
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            self.start = torch.cuda.memory_allocated()
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.start = torch.cuda.memory_allocated(self.device)
             return self
         self.start = self.peak = _rss_bytes()
         self._stop = threading.Event()
@@ -175,8 +195,8 @@ class PeakMemory:
 
     def __exit__(self, *exc):
         if self.cuda:
-            torch.cuda.synchronize()
-            self.peak = torch.cuda.max_memory_allocated()
+            torch.cuda.synchronize(self.device)
+            self.peak = torch.cuda.max_memory_allocated(self.device)
             return
         self._stop.set()
         self._thread.join()
@@ -188,12 +208,13 @@ class PeakMemory:
 
 
 def _timed(fn, device):
+    """``(fn(), wall seconds)``, synchronising a CUDA device before and after."""
     if device.type == "cuda":
-        torch.cuda.synchronize()
+        torch.cuda.synchronize(device)
     start = time.perf_counter()
     out = fn()
     if device.type == "cuda":
-        torch.cuda.synchronize()
+        torch.cuda.synchronize(device)
     return out, time.perf_counter() - start
 
 
@@ -207,7 +228,7 @@ def _denoise_batches(den, x, sigma, batch_size, device):
     return torch.cat(outs), seconds
 
 
-def _sample(den, noise, sigmas, sampler):
+def _sample(den, noise, sigmas, sampler, device):
     """Final samples and the x̂0 of every step: (N, C, H, W), (steps, N, C, H, W), seconds, calls."""
     denoised, calls = [], [0]
 
@@ -215,9 +236,9 @@ def _sample(den, noise, sigmas, sampler):
         calls[0] += 1
         return den.denoise(x, sigma)
 
-    start = time.perf_counter()
-    x = sample(counting, noise, sigmas, sampler, callback=lambda info: denoised.append(info["denoised"]))
-    return x, torch.stack(denoised), time.perf_counter() - start, calls[0]
+    x, seconds = _timed(lambda: sample(counting, noise, sigmas, sampler,
+                                       callback=lambda info: denoised.append(info["denoised"])), device)
+    return x, torch.stack(denoised), seconds, calls[0]
 
 
 # ----------------------------------------------------------------------------- the protocol
@@ -272,10 +293,8 @@ def run(protocol=None, *, progress=True, log=print):
     sampling_sigmas = schedules.karras(smp_p["steps"], smp_p["sigma_min"], smp_p["sigma_max"], smp_p["rho"])
     all_levels = sorted(set(sigmas_grid) | set(float(s) for s in sampling_sigmas[:-1]) | set(gate_p["sigmas"]))
 
-    # fit every method (and a Gaussian for the gate, if it is not among them)
     fitted, fits = {}, {}
-    names = list(p["methods"]) + ([] if "gaussian" in p["methods"] else ["gaussian"])
-    for name in tqdm(names, desc="fitting", disable=not progress):
+    for name in tqdm(p["methods"], desc="fitting", disable=not progress):
         params = _resolve_params(p["params"].get(name, {}), X.cpu(), all_levels)
         est = registry.make(name, dataset=p["dataset"], **params)
         with PeakMemory(device) as mem:
@@ -284,7 +303,10 @@ def run(protocol=None, *, progress=True, log=print):
         fits[name] = {"params": _jsonable(est.get_params()), "fit_seconds": seconds, "fit_peak_mib": mem.peak_mib}
         log(f"fitted {name} in {seconds:.1f} s")
 
-    gate = _quality_gate(ref, fitted["gaussian"], X_test, gate_p, shape, device)
+    # the gate's Gaussian has default hyper-parameters (a protocol's rank=5 must not weaken it)
+    gaussian = fitted["gaussian"] if "gaussian" in fitted and not p["params"].get("gaussian") else \
+        registry.make("gaussian").fit(X)
+    gate = _quality_gate(ref, gaussian, X_test, gate_p, shape, den_p["batch_size"], device)
     log(gate_text(gate))
 
     # denoiser agreement
@@ -292,6 +314,7 @@ def run(protocol=None, *, progress=True, log=print):
     eps = seeded_noise(range(den_p["seed"], den_p["seed"] + len(x0)), shape, device=device)
     bs = den_p["batch_size"]
     ref_out, ref_own, ref_seconds = [], [], []
+    ref.denoise(x0[:1], sigmas_grid[0])  # warm-up: one-time set-up is not timed
     for sigma in tqdm(sigmas_grid, desc="reference denoising", disable=not progress):
         out, seconds = _denoise_batches(ref, x0 + sigma * eps, sigma, bs, device)
         ref_out.append(out)
@@ -301,6 +324,7 @@ def run(protocol=None, *, progress=True, log=print):
                  "reference_seconds_per_call": ref_seconds, "methods": {}}
     for name in p["methods"]:
         est, rows = fitted[name], []
+        est.denoise(x0[:1], sigmas_grid[0])  # warm-up
         with PeakMemory(device) as mem:
             for s, sigma in enumerate(tqdm(sigmas_grid, desc=f"{name} denoising", disable=not progress)):
                 out, seconds = _denoise_batches(est, x0 + sigma * eps, sigma, bs, device)
@@ -317,7 +341,7 @@ def run(protocol=None, *, progress=True, log=print):
     for name, den in tqdm([("reference", ref)] + [(n, fitted[n]) for n in p["methods"]],
                           desc="sampling", disable=not progress):
         with PeakMemory(device) as mem:
-            final, x0_hat, seconds, calls = _sample(den, noise, sampling_sigmas, smp_p["sampler"])
+            final, x0_hat, seconds, calls = _sample(den, noise, sampling_sigmas, smp_p["sampler"], device)
         finals[name] = (final, x0_hat)
         sampling["methods"][name] = {"seconds": seconds, "denoiser_calls": calls, "peak_mib": mem.peak_mib}
     ref_final, ref_x0 = finals["reference"]
@@ -341,15 +365,15 @@ def run(protocol=None, *, progress=True, log=print):
     }
 
 
-def _quality_gate(ref, gaussian, X_test, gate_p, shape, device):
+def _quality_gate(ref, gaussian, X_test, gate_p, shape, batch_size, device):
     """The reference's and the Gaussian denoiser's own denoising MSE on held-out images."""
     x0 = X_test[:gate_p["n_images"]]
     eps = seeded_noise(range(gate_p["seed"], gate_p["seed"] + len(x0)), shape, device=device)
     rows = []
     for sigma in gate_p["sigmas"]:
         x = x0 + sigma * eps
-        ref_mse = float(metrics.mse(_denoise_batches(ref, x, sigma, 256, device)[0], x0).mean())
-        gauss_mse = float(metrics.mse(gaussian.denoise(x, sigma), x0).mean())
+        ref_mse = float(metrics.mse(_denoise_batches(ref, x, sigma, batch_size, device)[0], x0).mean())
+        gauss_mse = float(metrics.mse(_denoise_batches(gaussian, x, sigma, batch_size, device)[0], x0).mean())
         rows.append({"sigma": float(sigma), "reference_mse": ref_mse, "gaussian_mse": gauss_mse,
                      "passed": ref_mse < gauss_mse})
     return {"n_images": len(x0), "passed": all(r["passed"] for r in rows), "by_sigma": rows}
@@ -386,6 +410,8 @@ def _jsonable(params):
 
 # ----------------------------------------------------------------------------- writers
 
+SAMPLES_IN_FIGURE = 16  # columns of samples.png
+
 def write(results, out_dir, command=None):
     """Write results.json, denoising.csv, sampling.csv, results.md and two PNG figures.
 
@@ -400,7 +426,7 @@ def write(results, out_dir, command=None):
         public = {"command": command, **public}
     paths = [out / "results.json", out / "denoising.csv", out / "sampling.csv", out / "results.md",
              out / "samples.png", out / "metrics.png"]
-    paths[0].write_text(json.dumps(public, indent=1) + "\n")
+    paths[0].write_text(json.dumps(_nan_to_none(public), indent=1, allow_nan=False) + "\n")
     den, smp = results["denoising"], results["sampling"]
     with open(paths[1], "w", newline="") as f:
         w = csv.writer(f)
@@ -420,13 +446,24 @@ def write(results, out_dir, command=None):
                         entry["denoiser_calls"], entry["peak_mib"]])
     paths[3].write_text(markdown(results, command))
     samples = results["_images"]["samples"]
-    keep = min(16, len(samples["reference"]))
+    keep = min(SAMPLES_IN_FIGURE, len(samples["reference"]))
     label = {"reference": f"reference ({results['reference']['class']})"}
     save_labelled_rows([(label.get(k, k), v[:keep]) for k, v in samples.items()], paths[4],
                        title=f"final samples, same seeds in every row ({results['protocol']['sampling']['sampler']}, "
                              f"{results['protocol']['sampling']['steps']} steps)")
     plot_metrics(results, paths[5])
     return paths
+
+
+def _nan_to_none(obj):
+    """NaN (an undefined metric) as JSON null; JSON has no NaN."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _nan_to_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_nan_to_none(v) for v in obj]
+    return obj
 
 
 def _fmt(value, digits=3):
@@ -481,12 +518,15 @@ def markdown(results, command=None):
         if metric == "own_mse":
             rows.insert(0, ["reference"] + [_fmt(v) for v in den["reference_own_mse"]])
         lines += [f"**{title}**", ""] + _table(header, rows)
-    lines += ["**Cost** (CPU peak memory is the process's resident memory above its level before the step)", ""]
-    lines += _table(["method", "fit (s)", "fit peak (MiB)", "denoise call (s, median)", "images per call",
+    lines += ["**Cost** (CPU peak memory is the process's resident memory above its level before the "
+              "step; memory freed by earlier steps may be reused, so it depends on the order of methods)", ""]
+    batch = min(p["denoising"]["batch_size"], den["n_images"])
+    lines += _table(["method", "fit (s)", "fit peak (MiB)", "denoise call (s, median over σ)", "images per call",
                      "denoise peak (MiB)"],
-                    [[name, _fmt(e["fit_seconds"], 2), _fmt(e["fit_peak_mib"], 1),
-                      _fmt(statistics.median(r["seconds_per_call"] for r in e["by_sigma"]), 3),
-                      e["batch_size"], _fmt(e["denoise_peak_mib"], 1)] for name, e in den["methods"].items()])
+                    [["reference", "", "", _fmt(statistics.median(den["reference_seconds_per_call"]), 3), batch, ""]]
+                    + [[name, _fmt(e["fit_seconds"], 2), _fmt(e["fit_peak_mib"], 1),
+                        _fmt(statistics.median(r["seconds_per_call"] for r in e["by_sigma"]), 3),
+                        e["batch_size"], _fmt(e["denoise_peak_mib"], 1)] for name, e in den["methods"].items()])
     sp = p["sampling"]
     lines += ["## Sampler agreement", "",
               f"{sp['n_samples']} samples from shared seeded noise (seeds {sp['seed']}…), {sp['sampler']} with "
@@ -494,11 +534,12 @@ def markdown(results, command=None):
               "the same for every method. Final samples against the reference's; x̂0 R² is the mean over "
               "the steps of the per-step x̂0 agreement.", ""]
     lines += _table(["method", "R²", "Pearson r", "MSE", "explained var.", "x̂0 R² (mean over steps)",
-                     "seconds", "denoiser calls"],
+                     f"seconds (all {sp['n_samples']} samples)", "denoiser calls", "peak (MiB)"],
                     [[name, _fmt(e.get("r2")), _fmt(e.get("pearson")), _fmt(e.get("mse")),
                       _fmt(e.get("explained_variance")),
                       _fmt(float(np.nanmean(e["x0_r2_by_step"]))) if "x0_r2_by_step" in e else "",
-                      _fmt(e["seconds"], 2), e["denoiser_calls"]] for name, e in smp["methods"].items()])
+                      _fmt(e["seconds"], 2), e["denoiser_calls"], _fmt(e["peak_mib"], 1)]
+                     for name, e in smp["methods"].items()])
     lines += ["![final samples](samples.png)", "", "![metrics against sigma](metrics.png)", ""]
     return "\n".join(lines)
 

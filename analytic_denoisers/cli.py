@@ -5,7 +5,6 @@ tests call it in-process. Only the CLI chooses a device (``--device``, default: 
 """
 
 import argparse
-import copy
 import json
 import shlex
 import sys
@@ -85,8 +84,12 @@ def cmd_train_unet(args):
     X = datasets.load(args.dataset, args.split, args.root)
     if args.limit:
         X = X[:args.limit]
-    params = dict(steps=args.steps, batch_size=args.batch_size, lr=args.lr, bf16=args.bf16,
-                  random_state=args.seed, **dict(args.param))
+    params = {**dict(steps=args.steps, batch_size=args.batch_size, lr=args.lr, bf16=args.bf16,
+                     random_state=args.seed), **dict(args.param)}
+    unknown = sorted(set(params) - set(UNetDenoiser().get_params()))
+    if unknown:
+        raise ValueError(f"unknown UNetDenoiser hyper-parameters {unknown}; known: "
+                         f"{sorted(UNetDenoiser().get_params())}")
     est = UNetDenoiser(**params)
     out = Path(args.out)
     checkpoint = Path(args.checkpoint) if args.checkpoint else out.with_name(out.stem + ".ckpt")
@@ -128,11 +131,9 @@ def cmd_bench(args):
         values = {k: v for k, v in values.items() if v is not None}
         if values:
             overrides[section] = values
-    protocol = benchmark.make_protocol(path=args.protocol)
-    params = copy.deepcopy(protocol["params"])
     for method, name, value in args.param:
-        params.setdefault(method, {})[name] = value
-    protocol = benchmark.make_protocol({**overrides, "params": params}, path=args.protocol)
+        overrides.setdefault("params", {}).setdefault(method, {})[name] = value
+    protocol = benchmark.make_protocol(overrides, path=args.protocol)
     start = time.perf_counter()
     results = benchmark.run(protocol, log=lambda line: print(line, file=sys.stderr))
     command = "analytic-denoisers " + " ".join(shlex.quote(a) for a in args.argv)

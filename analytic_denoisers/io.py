@@ -62,10 +62,8 @@ def save(estimator, path):
             arrays[name] = ("ndarray", value)
         else:
             scalars[name] = value
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+
+    def write(tmp):
         with h5py.File(tmp, "w") as f:
             f.attrs.update(
                 format=FORMAT, schema_version=SCHEMA_VERSION, package_version=__version__,
@@ -81,9 +79,34 @@ def save(estimator, path):
                 ds = state.create_dataset(name, data=array, compression="gzip" if big else None,
                                           shuffle=big)
                 ds.attrs["kind"] = kind
-        umask = os.umask(0)  # mkstemp makes the file private: give it the usual permissions
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
+
+    return atomic_write(path, write)
+
+
+def _read_umask():
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+_UMASK = _read_umask()  # read once: os.umask can only be read by setting it, process-wide
+
+
+def atomic_write(path, write):
+    """Call ``write(tmp)`` on a temporary file beside ``path``, flush it to disk, then rename it
+    over ``path``: readers see the old file or the complete new one, never a partial write.
+
+    Returns ``path`` as a Path.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes the file private: give it the usual permissions
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -6,6 +6,7 @@ R², MSE and explained variance and the median of Pearson r over images). An ima
 reference is constant has no R² or r: those entries are NaN, never a silent 0 or 1.
 """
 
+import numpy as np
 import torch
 
 
@@ -55,9 +56,11 @@ METRICS = {
 
 def summarise(a, b):
     """Every metric of ``METRICS`` for images ``a`` against reference ``b``, summarised over
-    images (NaN entries are left out of the mean or median): dict name -> float."""
+    images (NaN entries are left out of the mean or median; the median of an even count is the
+    mean of the two middle values): dict name -> float."""
     out = {}
     for name, (fn, how) in METRICS.items():
         values = fn(a, b)
-        out[name] = float(values.nanmean() if how == "mean" else values.nanmedian())
+        values = values.cpu().numpy()
+        out[name] = float(np.nanmean(values) if how == "mean" else np.nanmedian(values))
     return out

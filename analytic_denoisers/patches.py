@@ -71,6 +71,8 @@ def window_sums(t, size, pad=0, padding="zeros"):
     # zeros add nothing: clip each window to the image instead of padding (O(H W) for any size)
     for dim in (-2, -1):
         n = t.shape[dim]
+        if size > n + 2 * pad:
+            raise ValueError(f"window of size {size} is larger than the padded image ({n} + 2 * {pad})")
         start = torch.arange(n + 2 * pad - size + 1, device=t.device) - pad
         lo, hi = start.clamp(0, n), (start + size).clamp(0, n)
         prefix = F.pad(t.cumsum(dim), (0, 0, 1, 0) if dim == -2 else (1, 0))

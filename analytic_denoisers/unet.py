@@ -11,13 +11,12 @@
 
 Training checkpoints hold the weights, the EMA, the optimiser, the random state and the loss
 log. They are separate torch files, written atomically, so an interrupted ``fit`` resumes where
-it stopped and ends with the same weights as an uninterrupted run.
+it stopped and, on the CPU, ends with the same weights as an uninterrupted run (some CUDA
+kernels are not deterministic, so on a GPU it ends close to them).
 """
 
 import csv
 import math
-import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from torch.nn.utils import parameters_to_vector, vector_to_parameters
 from tqdm.auto import tqdm
 
 from .base import DenoiserMixin, append_dims, as_training_images, data_summary
+from .io import atomic_write
 
 CHECKPOINT_FORMAT = "analytic_denoisers.unet-checkpoint"
 LOG_COLUMNS = ("step", "loss", "lr", "seconds")
@@ -208,24 +208,6 @@ class EDMPrecond(nn.Module):
 
 # ----------------------------------------------------------------------------- files
 
-def _atomic_write(path, write):
-    """Call ``write(tmp_path)``, then rename the temporary file over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
-
-
 def log_path(checkpoint):
     """The loss log CSV written beside a training checkpoint: ``run.ckpt`` -> ``run.ckpt.log.csv``."""
     checkpoint = Path(checkpoint)
@@ -239,7 +221,7 @@ def write_log(path, rows):
             out = csv.writer(f)
             out.writerow(LOG_COLUMNS)
             out.writerows([int(r[0]), f"{r[1]:.6g}", f"{r[2]:.6g}", f"{r[3]:.1f}"] for r in rows)
-    return _atomic_write(path, write)
+    return atomic_write(path, write)
 
 
 # ----------------------------------------------------------------------------- the estimator
@@ -325,6 +307,22 @@ class UNetDenoiser(DenoiserMixin, BaseEstimator):
 
     # -- training ---------------------------------------------------------------------------
 
+    def _check_params(self, **counts):
+        counts = dict(steps=self.steps, batch_size=self.batch_size, chunk_size=self.chunk_size,
+                      base_channels=self.base_channels, num_res_blocks=self.num_res_blocks, **counts)
+        for name, value in dict(counts, warmup=self.warmup, random_state=self.random_state).items():
+            low = 0 if name in ("warmup", "random_state") else 1
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+                raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+        for name in ("lr", "sigma_data", "p_std"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a positive number, got {value!r}")
+        if not (isinstance(self.ema_decay, (int, float)) and 0 <= self.ema_decay < 1):
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay!r}")
+        if not (isinstance(self.p_mean, (int, float)) and math.isfinite(self.p_mean)):
+            raise ValueError(f"p_mean must be a finite number, got {self.p_mean!r}")
+
     def fit(self, X, y=None, *, checkpoint=None, checkpoint_every=500, log_every=50, progress=False):
         """Train the network on images ``X`` (N, C, H, W) in [-1, 1]. Returns self.
 
@@ -342,11 +340,7 @@ class UNetDenoiser(DenoiserMixin, BaseEstimator):
         """
         if y is not None:
             raise ValueError("UNetDenoiser is unconditional: call fit(X) without labels")
-        counts = dict(steps=self.steps, batch_size=self.batch_size,
-                      checkpoint_every=checkpoint_every, log_every=log_every)
-        for name, value in counts.items():
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        self._check_params(checkpoint_every=checkpoint_every, log_every=log_every)
         X = as_training_images(X).float()
         summary = data_summary(X)
         run = _Training(self, X.shape[1], X.device, summary["fingerprint_"])
@@ -363,6 +357,7 @@ class UNetDenoiser(DenoiserMixin, BaseEstimator):
             run.save(checkpoint)
         self._reset_data_summary()
         self._update_data_summary(summary)
+        self.classes_ = None  # unconditional
         self.weights_ = parameters_to_vector(run.ema.parameters()).detach().float().cpu()
         self.n_steps_ = run.step
         self.loss_log_ = np.asarray(run.log, dtype=np.float64).reshape(-1, len(LOG_COLUMNS))
@@ -375,14 +370,17 @@ class _Training:
     def __init__(self, est, in_channels, device, fingerprint):
         self.est, self.device, self.fingerprint = est, device, fingerprint
         torch_seed = torch.Generator().manual_seed(int(est.random_state))
-        with torch.random.fork_rng(devices=[]):  # seeded initial weights, global RNG untouched
-            torch.manual_seed(int(torch.randint(2**62, (), generator=torch_seed)))
+        # seeded initial weights (made on the CPU); torch's global CPU generator is restored
+        # after, and no CUDA generator is touched
+        with torch.random.fork_rng(devices=[]):
+            torch.default_generator.manual_seed(int(torch.randint(2**62, (), generator=torch_seed)))
             self.model = est.build(in_channels).to(device)
             self.ema = est.build(in_channels).to(device).requires_grad_(False)
         self.ema.load_state_dict(self.model.state_dict())
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=est.lr)
         self.generator = torch.Generator(device=device).manual_seed(int(est.random_state))
         self.step, self.log, self.seconds = 0, [], 0.0
+        self.running = [0.0, 0]  # loss sum and count since the last log row
         # random state after the last completed step, and whether the state is between steps
         self.rng_state, self.consistent = self.generator.get_state(), True
 
@@ -403,7 +401,7 @@ class _Training:
     def train(self, X, *, progress, log_every, checkpoint, checkpoint_every):
         est = self.est
         decay_max = float(est.ema_decay)
-        running, count, start = 0.0, 0, time.perf_counter() - self.seconds
+        self.start = time.perf_counter() - self.seconds
         bar = tqdm(total=est.steps, initial=min(self.step, est.steps), disable=not progress,
                    desc="training UNet", unit="step")
         with bar:
@@ -428,27 +426,33 @@ class _Training:
                         avg.lerp_(p, 1 - decay)
                 self.rng_state = self.generator.get_state()
                 self.consistent = True
-                running, count = running + loss.item(), count + 1
+                self.running = [self.running[0] + loss.item(), self.running[1] + 1]
                 bar.update()
                 if self.step % log_every == 0 or self.step == est.steps:
-                    self.seconds = time.perf_counter() - start
-                    self.log.append([self.step, running / count, self.lr_at(self.step - 1), self.seconds])
-                    bar.set_postfix(loss=f"{running / count:.4f}")
-                    running, count = 0.0, 0
+                    mean = self.running[0] / self.running[1]
+                    self.log.append([self.step, mean, self.lr_at(self.step - 1), self.elapsed()])
+                    bar.set_postfix(loss=f"{mean:.4f}")
+                    self.running = [0.0, 0]
                 if checkpoint is not None and self.step % checkpoint_every == 0:
                     self.save(checkpoint)
-        self.seconds = time.perf_counter() - start
+        self.seconds = self.elapsed()
+        del self.start
+
+    def elapsed(self):
+        """Training seconds so far, over every resumed session."""
+        return time.perf_counter() - self.start if hasattr(self, "start") else self.seconds
 
     # -- checkpoints ------------------------------------------------------------------------
 
     def save(self, path):
         state = {
             "format": CHECKPOINT_FORMAT, "version": 1, "params": _plain(self.est.get_params()),
-            "fingerprint": self.fingerprint, "step": self.step, "seconds": self.seconds, "log": self.log,
+            "fingerprint": self.fingerprint, "device": self.device.type, "step": self.step,
+            "seconds": self.elapsed(), "log": self.log, "running": self.running,
             "model": self.model.state_dict(), "ema": self.ema.state_dict(),
             "optimizer": self.optimizer.state_dict(), "generator": self.rng_state,
         }
-        _atomic_write(path, lambda tmp: torch.save(state, tmp))
+        atomic_write(path, lambda tmp: torch.save(state, tmp))
         write_log(log_path(path), self.log)
 
     def resume(self, path):
@@ -468,6 +472,12 @@ class _Training:
         if differ:
             raise ValueError(f"{path} was made with different hyper-parameters "
                              f"({'; '.join(differ)}); use the same ones, or another checkpoint path")
+        if state["step"] > self.est.steps:
+            raise ValueError(f"{path} has already trained {state['step']} steps, more than steps="
+                             f"{self.est.steps}; ask for at least {state['step']} steps, or use another path")
+        if state.get("device", "cpu") != self.device.type:
+            raise ValueError(f"{path} was trained on {state.get('device', 'cpu')}, not {self.device.type}: "
+                             "resume it on the same kind of device (random states differ)")
         if state["fingerprint"] != self.fingerprint:
             raise ValueError(f"{path} was trained on different images (data fingerprint differs); "
                              "use the same data, or another checkpoint path")
@@ -477,9 +487,11 @@ class _Training:
         self.generator.set_state(state["generator"])
         self.rng_state = state["generator"]
         self.step, self.seconds, self.log = state["step"], state["seconds"], [list(r) for r in state["log"]]
-        self.log = [r for r in self.log if r[0] <= self.step]
+        self.running = list(state.get("running", [0.0, 0]))
 
 
 def _plain(params):
-    """get_params() with tuples as lists, as they come back from a checkpoint or JSON."""
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in params.items()}
+    """get_params() as plain Python values (tuples as lists, numpy scalars as numbers), as they
+    come back from a checkpoint or JSON."""
+    return {k: list(v) if isinstance(v, tuple) else v.item() if isinstance(v, np.generic) else v
+            for k, v in params.items()}

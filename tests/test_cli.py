@@ -67,3 +67,24 @@ def test_per_dataset_defaults_from_the_papers_configs():
     assert registry.make("pca-locality", dataset="cifar10").threshold == 0.05
     assert registry.make("pca-locality", dataset="fashion-mnist").threshold == 0.005
     assert registry.make("pca-locality", dataset="cifar10", threshold=0.2).threshold == 0.2
+
+
+def test_train_unet_resume_sample_info(tmp_path, capsys):
+    out, ckpt = tmp_path / "unet.h5", tmp_path / "unet.ckpt"
+    args = ["train-unet", "--limit", "16", "--batch-size", "4", "--param", "base_channels=8",
+            "--param", "channel_mult=[1,2]", "--checkpoint-every", "1", "--device", "cpu", "-o", str(out)]
+    assert main(args + ["--steps", "2"]) == 0
+    assert ckpt.is_file() and (tmp_path / "unet.ckpt.log.csv").is_file()  # default checkpoint path
+    capsys.readouterr()
+    assert main(args + ["--steps", "3"]) == 0  # the same command with more steps resumes
+    assert "resuming from" in capsys.readouterr().err
+    den = ad.load(out)
+    assert den.n_steps_ == 3 and den.n_samples_seen_ == 16 and den.get_params()["channel_mult"] == (1, 2)
+    assert main(["sample", str(out), "-n", "2", "--steps", "2", "--device", "cpu", "-o", str(tmp_path / "s.png")]) == 0
+    capsys.readouterr()
+    assert main(["info", str(out)]) == 0
+    assert json.loads(capsys.readouterr().out)["class"] == "UNetDenoiser"
+    assert main(args + ["--steps", "4", "--lr", "0.5"]) == 2  # a checkpoint of other settings
+    assert "different hyper-parameters" in capsys.readouterr().err
+    assert main(args + ["--param", "colour=1"]) == 2
+    assert "unknown UNetDenoiser hyper-parameters ['colour']" in capsys.readouterr().err

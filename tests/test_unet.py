@@ -62,16 +62,17 @@ def test_training_is_seeded_and_learns_a_one_image_dataset():
     assert torch.equal(a.weights_, b.weights_)
     assert not torch.equal(a.weights_, _fit(X, steps=80, lr=3e-3, random_state=1).weights_)
     assert a.n_steps_ == 80 and a.loss_log_.shape == (2, 4)  # rows at steps 50 and 80
-    untrained = _fit(X, steps=1, lr=0.0)
     x = image + torch.randn((8, 1, 8, 8), generator=torch.Generator().manual_seed(0))
-    error = [ad.metrics.mse(den(x, 1.0), image.expand_as(x)).mean() for den in (a, untrained)]
+    untrained = 0.25 / (1 + 0.25) * x  # c_skip x: the output layer starts at zero
+    error = [ad.metrics.mse(out, image.expand_as(x)).mean() for out in (a(x, 1.0), untrained)]
     assert error[0] < 0.3 * error[1]
 
 
-def test_training_leaves_the_global_random_state_alone():
+def test_training_leaves_the_global_random_state_alone(monkeypatch):
     torch.manual_seed(123)
     expected = torch.rand(3)
     torch.manual_seed(123)
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", lambda seed: pytest.fail("reseeded CUDA"))
     _fit(tiny_images(8, dtype=torch.float32))
     assert torch.equal(torch.rand(3), expected)
 
@@ -90,7 +91,7 @@ def test_resumed_training_equals_an_uninterrupted_run(tmp_path):
 
 def test_interrupted_training_saves_a_checkpoint_and_resumes(tmp_path, monkeypatch):
     X = tiny_images(20, dtype=torch.float32)
-    straight = _fit(X, steps=5)
+    straight = UNetDenoiser(**{**TINY_UNET, "steps": 5}).fit(X, log_every=2)
     real_loss, calls = unet._Training.loss, []
 
     def interrupt_at_step_4(self, x0):
@@ -100,20 +101,31 @@ def test_interrupted_training_saves_a_checkpoint_and_resumes(tmp_path, monkeypat
         return real_loss(self, x0)
 
     monkeypatch.setattr(unet._Training, "loss", interrupt_at_step_4)
+    est = UNetDenoiser(**{**TINY_UNET, "steps": 5})
     with pytest.raises(KeyboardInterrupt):
-        _fit(X, tmp_path, name="x.ckpt", steps=5)
+        est.fit(X, checkpoint=tmp_path / "x.ckpt", checkpoint_every=10, log_every=2)
     monkeypatch.setattr(unet._Training, "loss", real_loss)
     assert torch.load(tmp_path / "x.ckpt", weights_only=True)["step"] == 3
-    assert torch.equal(_fit(X, tmp_path, name="x.ckpt", steps=5).weights_, straight.weights_)
+    resumed = est.fit(X, checkpoint=tmp_path / "x.ckpt", checkpoint_every=10, log_every=2)
+    assert torch.equal(resumed.weights_, straight.weights_)
+    # the loss log too: row 4 averages steps 3 and 4 although the run stopped after step 3
+    np.testing.assert_array_equal(resumed.loss_log_[:, :3], straight.loss_log_[:, :3])
+    assert resumed.loss_log_[:, 0].tolist() == [2, 4, 5]
 
 
 def test_checkpoint_mismatches_are_clear_errors(tmp_path):
     X = tiny_images(20, dtype=torch.float32)
-    _fit(X, tmp_path, steps=2)
+    _fit(X, tmp_path, steps=np.int64(2), batch_size=np.int64(4))  # numpy ints are saved as ints
     with pytest.raises(ValueError, match="different hyper-parameters.*lr"):
         _fit(X, tmp_path, steps=4, lr=0.5)
     with pytest.raises(ValueError, match="different images"):
         _fit(X[:10], tmp_path, steps=4)
+    with pytest.raises(ValueError, match="already trained 2 steps, more than steps=1"):
+        _fit(X, tmp_path, steps=1)
+    state = torch.load(tmp_path / "run.ckpt", weights_only=True)
+    torch.save({**state, "device": "cuda"}, tmp_path / "cuda.ckpt")
+    with pytest.raises(ValueError, match="trained on cuda, not cpu"):
+        _fit(X, tmp_path, name="cuda.ckpt", steps=4)
     (tmp_path / "bad.ckpt").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="bad.ckpt: unreadable training checkpoint"):
         _fit(X, tmp_path, name="bad.ckpt")
@@ -123,8 +135,10 @@ def test_bad_training_arguments_raise():
     X = tiny_images(4, dtype=torch.float32)
     with pytest.raises(ValueError, match="unconditional"):
         UNetDenoiser(**TINY_UNET).fit(X, np.zeros(4, dtype=int))
-    with pytest.raises(ValueError, match="steps must be a positive int"):
-        UNetDenoiser(**{**TINY_UNET, "steps": 0}).fit(X)
+    for bad, match in [({"steps": 0}, "steps must be an int >= 1"), ({"random_state": None}, "random_state"),
+                       ({"lr": -1.0}, "lr must be a positive"), ({"ema_decay": 1.0}, r"ema_decay must be in \[0, 1\)")]:
+        with pytest.raises(ValueError, match=match):
+            UNetDenoiser(**{**TINY_UNET, **bad}).fit(X)
 
 
 def test_gradients_flow_to_the_input_not_the_weights():

@@ -20,7 +20,9 @@ Metrics are those of :mod:`analytic_denoisers.metrics`, with time per call and p
 
 import copy
 import csv
+import ctypes
 import datetime
+import gc
 import json
 import math
 import os
@@ -50,7 +52,7 @@ DEFAULT_PROTOCOL = {
     "methods": list(registry.METHODS),
     # per-method hyper-parameters; a patch_size of "snr" is the data's SNR/resolution schedule
     "params": {"local-score": {"patch_size": "snr"}, "patch-composite": {"patch_size": "snr"}},
-    "device": None,              # None: cuda if available, else cpu
+    "device": None,              # None: cpu here; the CLI picks cuda when available
     "denoising": {
         "n_images": 32,
         "sigmas": [0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 80.0],
@@ -158,6 +160,15 @@ def reference_path(protocol):
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
+def _release_freed_memory():
+    """Hand freed heap memory back to the OS (glibc ``malloc_trim``), so that a step's peak is
+    not hidden by memory an earlier step freed but the process kept. A no-op elsewhere."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def _rss_bytes():
     try:
         with open("/proc/self/statm") as f:
@@ -170,7 +181,8 @@ class PeakMemory:
     """Context manager: peak memory above the starting level, in MiB (``.peak_mib``).
 
     On CUDA, the peak of ``torch.cuda.max_memory_allocated``; on the CPU, the process's peak
-    resident memory sampled every millisecond from ``/proc/self/statm`` (Linux; 0 elsewhere).
+    resident memory sampled every millisecond from ``/proc/self/statm`` (Linux; 0 elsewhere),
+    after handing freed heap memory back to the OS.
     """
 
     def __init__(self, device=None):
@@ -183,6 +195,8 @@ class PeakMemory:
             torch.cuda.reset_peak_memory_stats(self.device)
             self.start = torch.cuda.memory_allocated(self.device)
             return self
+        gc.collect()
+        _release_freed_memory()
         self.start = self.peak = _rss_bytes()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, daemon=True)
@@ -228,16 +242,21 @@ def _denoise_batches(den, x, sigma, batch_size, device):
     return torch.cat(outs), seconds
 
 
-def _sample(den, noise, sigmas, sampler, device):
-    """Final samples and the x̂0 of every step: (N, C, H, W), (steps, N, C, H, W), seconds, calls."""
+def _sample(den, noise, sigmas, sampler, device, bar):
+    """Final samples and the x̂0 of every step: (N, C, H, W), (steps, N, C, H, W), seconds, calls.
+
+    ``bar`` (a tqdm bar) advances by one per step."""
     denoised, calls = [], [0]
 
     def counting(x, sigma):
         calls[0] += 1
         return den.denoise(x, sigma)
 
-    x, seconds = _timed(lambda: sample(counting, noise, sigmas, sampler,
-                                       callback=lambda info: denoised.append(info["denoised"])), device)
+    def step(info):
+        denoised.append(info["denoised"])
+        bar.update()
+
+    x, seconds = _timed(lambda: sample(counting, noise, sigmas, sampler, callback=step), device)
     return x, torch.stack(denoised), seconds, calls[0]
 
 
@@ -271,7 +290,7 @@ def run(protocol=None, *, progress=True, log=print):
     needed for figures under the private key ``_images``.
     """
     p = make_protocol() if protocol is None else protocol
-    device = torch.device(p["device"] or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = torch.device(p["device"] or "cpu")  # library code never picks a GPU by itself
     ref_path = reference_path(p)
     ref = io.load(ref_path)
     X = datasets.load(p["dataset"], "train", p["root"], progress=progress)
@@ -282,7 +301,7 @@ def run(protocol=None, *, progress=True, log=print):
         raise ValueError(f"the reference {ref_path} was fitted on images of shape {ref.image_shape_}, "
                          f"but {p['dataset']} has {tuple(X.shape[1:])}")
     same_data = getattr(ref, "fingerprint_", None) == data_fingerprint(X)
-    log(f"reference {type(ref).__name__} from {ref_path}: "
+    log(f"reference {type(ref).__name__} from {_shown(ref_path)}: "
         + ("trained on exactly these training images" if same_data else
            "WARNING: trained on different images than the methods are fitted on"))
     X, X_test = X.to(device), X_test.to(device)
@@ -338,10 +357,10 @@ def run(protocol=None, *, progress=True, log=print):
     noise = seeded_noise(range(smp_p["seed"], smp_p["seed"] + smp_p["n_samples"]), shape, device=device)
     sampling = {"sigmas": sampling_sigmas.tolist(), "methods": {}}
     finals = {}
-    for name, den in tqdm([("reference", ref)] + [(n, fitted[n]) for n in p["methods"]],
-                          desc="sampling", disable=not progress):
-        with PeakMemory(device) as mem:
-            final, x0_hat, seconds, calls = _sample(den, noise, sampling_sigmas, smp_p["sampler"], device)
+    for name, den in [("reference", ref)] + [(n, fitted[n]) for n in p["methods"]]:
+        with PeakMemory(device) as mem, tqdm(total=smp_p["steps"], desc=f"{name} sampling", unit="step",
+                                             disable=not progress) as bar:
+            final, x0_hat, seconds, calls = _sample(den, noise, sampling_sigmas, smp_p["sampler"], device, bar)
         finals[name] = (final, x0_hat)
         sampling["methods"][name] = {"seconds": seconds, "denoiser_calls": calls, "peak_mib": mem.peak_mib}
     ref_final, ref_x0 = finals["reference"]
@@ -355,7 +374,7 @@ def run(protocol=None, *, progress=True, log=print):
     return {
         "protocol": p,
         "environment": environment(device),
-        "reference": {"path": str(ref_path), "class": type(ref).__name__, "params": _jsonable(ref.get_params()),
+        "reference": {"path": _shown(ref_path), "class": type(ref).__name__, "params": _jsonable(ref.get_params()),
                       "n_steps": getattr(ref, "n_steps_", None), "trained_on_same_images": same_data},
         "n_train": len(X),
         "gate": gate,
@@ -402,6 +421,15 @@ def environment(device):
             "device": str(device), "torch": torch.__version__, "python": platform.python_version(),
             "analytic_denoisers": __version__,
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+
+
+def _shown(path):
+    """A path relative to the working directory when it lies below it (reports stay portable)."""
+    path = Path(path).resolve()
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def _jsonable(params):

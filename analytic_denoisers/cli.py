@@ -134,6 +134,7 @@ def cmd_bench(args):
     for method, name, value in args.param:
         overrides.setdefault("params", {}).setdefault(method, {})[name] = value
     protocol = benchmark.make_protocol(overrides, path=args.protocol)
+    protocol["device"] = str(_device(protocol["device"]))
     start = time.perf_counter()
     results = benchmark.run(protocol, log=lambda line: print(line, file=sys.stderr))
     command = "analytic-denoisers " + " ".join(shlex.quote(a) for a in args.argv)
@@ -249,7 +250,7 @@ def build_parser():
     p.add_argument("--steps", type=_positive_int, help="sampling steps (default 10)")
     p.add_argument("--sampler", choices=sorted(SAMPLERS), help="sampler (default heun)")
     p.add_argument("--seed", type=int, help="sample i starts from seed SEED + i (default 0)")
-    p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--device", help="torch device (default: the protocol's, else cuda if available, else cpu)")
     p.add_argument("-o", "--out", default="out/bench", help="output folder (default out/bench)")
     p.set_defaults(func=cmd_bench)
 

@@ -308,68 +308,17 @@ def run(protocol=None, *, progress=True, log=print):
     shape = tuple(X.shape[1:])
 
     den_p, smp_p, gate_p = p["denoising"], p["sampling"], p["gate"]
-    sigmas_grid = [float(s) for s in den_p["sigmas"]]
     sampling_sigmas = schedules.karras(smp_p["steps"], smp_p["sigma_min"], smp_p["sigma_max"], smp_p["rho"])
-    all_levels = sorted(set(sigmas_grid) | set(float(s) for s in sampling_sigmas[:-1]) | set(gate_p["sigmas"]))
+    levels = sorted({float(s) for s in [*den_p["sigmas"], *sampling_sigmas[:-1].tolist(), *gate_p["sigmas"]]})
 
-    fitted, fits = {}, {}
-    for name in tqdm(p["methods"], desc="fitting", disable=not progress):
-        params = _resolve_params(p["params"].get(name, {}), X.cpu(), all_levels)
-        est = registry.make(name, dataset=p["dataset"], **params)
-        with PeakMemory(device) as mem:
-            _, seconds = _timed(lambda: est.fit(X), device)
-        fitted[name] = est
-        fits[name] = {"params": _jsonable(est.get_params()), "fit_seconds": seconds, "fit_peak_mib": mem.peak_mib}
-        log(f"fitted {name} in {seconds:.1f} s")
-
+    fitted, fits = _fit_methods(p, X, levels, device, progress, log)
     # the gate's Gaussian has default hyper-parameters (a protocol's rank=5 must not weaken it)
     gaussian = fitted["gaussian"] if "gaussian" in fitted and not p["params"].get("gaussian") else \
         registry.make("gaussian").fit(X)
     gate = _quality_gate(ref, gaussian, X_test, gate_p, shape, den_p["batch_size"], device)
     log(gate_text(gate))
-
-    # denoiser agreement
-    x0 = X_test[:den_p["n_images"]]
-    eps = seeded_noise(range(den_p["seed"], den_p["seed"] + len(x0)), shape, device=device)
-    bs = den_p["batch_size"]
-    ref_out, ref_own, ref_seconds = [], [], []
-    ref.denoise(x0[:1], sigmas_grid[0])  # warm-up: one-time set-up is not timed
-    for sigma in tqdm(sigmas_grid, desc="reference denoising", disable=not progress):
-        out, seconds = _denoise_batches(ref, x0 + sigma * eps, sigma, bs, device)
-        ref_out.append(out)
-        ref_own.append(float(metrics.mse(out, x0).mean()))
-        ref_seconds.append(statistics.median(seconds))
-    denoising = {"n_images": len(x0), "sigmas": sigmas_grid, "reference_own_mse": ref_own,
-                 "reference_seconds_per_call": ref_seconds, "methods": {}}
-    for name in p["methods"]:
-        est, rows = fitted[name], []
-        est.denoise(x0[:1], sigmas_grid[0])  # warm-up
-        with PeakMemory(device) as mem:
-            for s, sigma in enumerate(tqdm(sigmas_grid, desc=f"{name} denoising", disable=not progress)):
-                out, seconds = _denoise_batches(est, x0 + sigma * eps, sigma, bs, device)
-                rows.append({"sigma": sigma, **metrics.summarise(out, ref_out[s]),
-                             "own_mse": float(metrics.mse(out, x0).mean()),
-                             "seconds_per_call": statistics.median(seconds)})
-        denoising["methods"][name] = {**fits[name], "batch_size": min(bs, len(x0)),
-                                      "denoise_peak_mib": mem.peak_mib, "by_sigma": rows}
-
-    # sampler agreement
-    noise = seeded_noise(range(smp_p["seed"], smp_p["seed"] + smp_p["n_samples"]), shape, device=device)
-    sampling = {"sigmas": sampling_sigmas.tolist(), "methods": {}}
-    finals = {}
-    for name, den in [("reference", ref)] + [(n, fitted[n]) for n in p["methods"]]:
-        with PeakMemory(device) as mem, tqdm(total=smp_p["steps"], desc=f"{name} sampling", unit="step",
-                                             disable=not progress) as bar:
-            final, x0_hat, seconds, calls = _sample(den, noise, sampling_sigmas, smp_p["sampler"], device, bar)
-        finals[name] = (final, x0_hat)
-        sampling["methods"][name] = {"seconds": seconds, "denoiser_calls": calls, "peak_mib": mem.peak_mib}
-    ref_final, ref_x0 = finals["reference"]
-    for name in p["methods"]:
-        final, x0_hat = finals[name]
-        entry = sampling["methods"][name]
-        entry.update(metrics.summarise(final, ref_final))
-        entry["x0_r2_by_step"] = [float(metrics.r2(a, b).nanmean()) for a, b in zip(x0_hat, ref_x0)]
-        entry["x0_mse_by_step"] = [float(metrics.mse(a, b).mean()) for a, b in zip(x0_hat, ref_x0)]
+    denoising = _denoiser_agreement(ref, fitted, fits, X_test[:den_p["n_images"]], den_p, device, progress)
+    sampling, finals = _sampler_agreement(ref, fitted, smp_p, sampling_sigmas, shape, device, progress)
 
     return {
         "protocol": p,
@@ -382,6 +331,70 @@ def run(protocol=None, *, progress=True, log=print):
         "sampling": sampling,
         "_images": {"samples": {k: v[0].cpu() for k, v in finals.items()}},
     }
+
+
+def _fit_methods(p, X, levels, device, progress, log):
+    """Fit every method of the protocol on X: (estimators, fit records) by method name."""
+    fitted, fits = {}, {}
+    for name in tqdm(p["methods"], desc="fitting", disable=not progress):
+        params = _resolve_params(p["params"].get(name, {}), X.cpu(), levels)
+        est = registry.make(name, dataset=p["dataset"], **params)
+        with PeakMemory(device) as mem:
+            _, seconds = _timed(lambda: est.fit(X), device)
+        fitted[name] = est
+        fits[name] = {"params": _jsonable(est.get_params()), "fit_seconds": seconds, "fit_peak_mib": mem.peak_mib}
+        log(f"fitted {name} in {seconds:.1f} s")
+    return fitted, fits
+
+
+def _denoiser_agreement(ref, fitted, fits, x0, den_p, device, progress):
+    """Every method's and the reference's D(x0 + sigma eps, sigma) on the sigma grid."""
+    sigmas = [float(s) for s in den_p["sigmas"]]
+    eps = seeded_noise(range(den_p["seed"], den_p["seed"] + len(x0)), x0.shape[1:], device=device)
+    bs = den_p["batch_size"]
+    ref_out, ref_own, ref_seconds = [], [], []
+    ref.denoise(x0[:1], sigmas[0])  # warm-up: one-time set-up is not timed
+    for sigma in tqdm(sigmas, desc="reference denoising", disable=not progress):
+        out, seconds = _denoise_batches(ref, x0 + sigma * eps, sigma, bs, device)
+        ref_out.append(out)
+        ref_own.append(float(metrics.mse(out, x0).mean()))
+        ref_seconds.append(statistics.median(seconds))
+    denoising = {"n_images": len(x0), "sigmas": sigmas, "reference_own_mse": ref_own,
+                 "reference_seconds_per_call": ref_seconds, "methods": {}}
+    for name, est in fitted.items():
+        rows = []
+        est.denoise(x0[:1], sigmas[0])  # warm-up
+        with PeakMemory(device) as mem:
+            for s, sigma in enumerate(tqdm(sigmas, desc=f"{name} denoising", disable=not progress)):
+                out, seconds = _denoise_batches(est, x0 + sigma * eps, sigma, bs, device)
+                rows.append({"sigma": sigma, **metrics.summarise(out, ref_out[s]),
+                             "own_mse": float(metrics.mse(out, x0).mean()),
+                             "seconds_per_call": statistics.median(seconds)})
+        denoising["methods"][name] = {**fits[name], "batch_size": min(bs, len(x0)),
+                                      "denoise_peak_mib": mem.peak_mib, "by_sigma": rows}
+    return denoising
+
+
+def _sampler_agreement(ref, fitted, smp_p, sigmas, shape, device, progress):
+    """Samples of the reference and every method from shared seeded noise, and their agreement.
+
+    Returns the results section and ``{name: (final samples, x̂0 of every step)}``."""
+    noise = seeded_noise(range(smp_p["seed"], smp_p["seed"] + smp_p["n_samples"]), shape, device=device)
+    sampling, finals = {"sigmas": sigmas.tolist(), "methods": {}}, {}
+    for name, den in [("reference", ref), *fitted.items()]:
+        with PeakMemory(device) as mem, tqdm(total=smp_p["steps"], desc=f"{name} sampling", unit="step",
+                                             disable=not progress) as bar:
+            final, x0_hat, seconds, calls = _sample(den, noise, sigmas, smp_p["sampler"], device, bar)
+        finals[name] = (final, x0_hat)
+        sampling["methods"][name] = {"seconds": seconds, "denoiser_calls": calls, "peak_mib": mem.peak_mib}
+    ref_final, ref_x0 = finals["reference"]
+    for name in fitted:
+        final, x0_hat = finals[name]
+        entry = sampling["methods"][name]
+        entry.update(metrics.summarise(final, ref_final))
+        entry["x0_r2_by_step"] = [float(metrics.r2(a, b).nanmean()) for a, b in zip(x0_hat, ref_x0)]
+        entry["x0_mse_by_step"] = [float(metrics.mse(a, b).mean()) for a, b in zip(x0_hat, ref_x0)]
+    return sampling, finals
 
 
 def _quality_gate(ref, gaussian, X_test, gate_p, shape, batch_size, device):

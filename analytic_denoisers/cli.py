@@ -170,7 +170,8 @@ def _data_arguments(p):
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="analytic-denoisers",
-        description="Fit training-free analytical diffusion denoisers and sample with them.",
+        description="Fit training-free analytical diffusion denoisers, sample with them, train the "
+                    "reference UNet and benchmark every denoiser against it.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
 

@@ -86,10 +86,10 @@ def cmd_train_unet(args):
         X = X[:args.limit]
     params = {**dict(steps=args.steps, batch_size=args.batch_size, lr=args.lr, bf16=args.bf16,
                      random_state=args.seed), **dict(args.param)}
-    unknown = sorted(set(params) - set(UNetDenoiser().get_params()))
+    known = UNetDenoiser().get_params()
+    unknown = sorted(set(params) - set(known))
     if unknown:
-        raise ValueError(f"unknown UNetDenoiser hyper-parameters {unknown}; known: "
-                         f"{sorted(UNetDenoiser().get_params())}")
+        raise ValueError(f"unknown UNetDenoiser hyper-parameters {unknown}; known: {sorted(known)}")
     est = UNetDenoiser(**params)
     out = Path(args.out)
     checkpoint = Path(args.checkpoint) if args.checkpoint else out.with_name(out.stem + ".ckpt")

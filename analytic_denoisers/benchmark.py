@@ -301,7 +301,7 @@ def run(protocol=None, *, progress=True, log=print):
         raise ValueError(f"the reference {ref_path} was fitted on images of shape {ref.image_shape_}, "
                          f"but {p['dataset']} has {tuple(X.shape[1:])}")
     same_data = getattr(ref, "fingerprint_", None) == data_fingerprint(X)
-    log(f"reference {type(ref).__name__} from {_shown(ref_path)}: "
+    log(f"reference {type(ref).__name__} from {shown_path(ref_path)}: "
         + ("trained on exactly these training images" if same_data else
            "WARNING: trained on different images than the methods are fitted on"))
     X, X_test = X.to(device), X_test.to(device)
@@ -323,7 +323,7 @@ def run(protocol=None, *, progress=True, log=print):
     return {
         "protocol": p,
         "environment": environment(device),
-        "reference": {"path": _shown(ref_path), "class": type(ref).__name__, "params": _jsonable(ref.get_params()),
+        "reference": {"path": shown_path(ref_path), "class": type(ref).__name__, "params": _jsonable(ref.get_params()),
                       "n_steps": getattr(ref, "n_steps_", None), "trained_on_same_images": same_data},
         "n_train": len(X),
         "gate": gate,
@@ -436,7 +436,7 @@ def environment(device):
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
 
 
-def _shown(path):
+def shown_path(path):
     """A path relative to the working directory when it lies below it (reports stay portable)."""
     path = Path(path).resolve()
     try:

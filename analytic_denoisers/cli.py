@@ -154,6 +154,43 @@ def _float_list(text):
     return values
 
 
+def cmd_analyze_teleport(args):
+    from . import benchmark
+    from .analysis.teleport import plot_teleportation, teleportation
+    from .viz import save_labelled_rows
+
+    protocol = benchmark.make_protocol({"dataset": args.dataset, "root": args.root, "reference": args.reference})
+    ref_path = benchmark.reference_path(protocol)
+    ref = io.load(ref_path)
+    X = datasets.load(args.dataset, "train", args.root)[:args.limit]
+    device = _device(args.device)
+    gaussian = registry.make("gaussian").fit(X.to(device))
+    noise = seeded_noise(range(args.seed, args.seed + args.n), ref.image_shape_, device=device)
+    sigmas = schedules.karras(args.steps, args.sigma_min, args.sigma_max, args.rho)
+    result = teleportation(ref, gaussian, noise, sigmas, args.skips, args.sampler)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    samples = result.pop("_samples")
+    command = "analytic-denoisers " + " ".join(shlex.quote(a) for a in args.argv)
+    summary = {"command": command, "reference": benchmark.shown_path(ref_path), "n_samples": args.n, **result}
+    (out / "teleport.json").write_text(json.dumps(summary, indent=1) + "\n")
+    plot_teleportation(result, out / "teleport.png")
+    save_labelled_rows([(f"skip {k} (from σ={sigmas[k]:.3g})", v[:8]) for k, v in samples.items()],
+                       out / "teleport-samples.png", title="final samples, same seeds; skip 0 is the full run")
+    for row in result["by_skip"]:
+        print(f"skip {row['skip']:>3} (jump to sigma {row['sigma_skip']:8.3f}): {row['calls']:>3} calls "
+              f"({row['calls_saved']} saved), final R2 {row['r2']:.4f}, MSE {row['mse']:.2e}")
+    print(f"wrote {out / 'teleport.json'}, {out / 'teleport.png'}, {out / 'teleport-samples.png'}")
+    return 0
+
+
+def _int_list(text):
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
 def cmd_info(args):
     print(json.dumps(io.info(args.model), indent=2))
     return 0
@@ -254,6 +291,32 @@ def build_parser():
     p.add_argument("--device", help="torch device (default: the protocol's, else cuda if available, else cpu)")
     p.add_argument("-o", "--out", default="out/bench", help="output folder (default out/bench)")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("analyze", help="theory analyses (so far: teleport)",
+                       description="Theory analyses; each writes a JSON of its numbers and figures.")
+    analyses = p.add_subparsers(dest="analysis", required=True)
+    p = analyses.add_parser(
+        "teleport", help="analytical teleportation: skip early steps with the Gaussian closed form",
+        description="Jump from sigma_max to the SKIP-th sigma of the schedule with the closed-form "
+                    "Gaussian PF-ODE (fitted on the training images), then sample with the reference; "
+                    "reports denoiser calls saved and the final samples' change against the full "
+                    "run from the same seeds (Wang & Vastola, arXiv 2311.10892).")
+    p.add_argument("--dataset", default="default", choices=datasets.NAMES)
+    p.add_argument("--root", help="folder or file holding the dataset (see datasets.load)")
+    p.add_argument("--limit", type=_positive_int, help="fit the Gaussian on the first LIMIT training images")
+    p.add_argument("--reference", help="saved denoiser .h5 (default for the default dataset: data/unet-default.h5)")
+    p.add_argument("-n", type=_positive_int, default=16, help="samples (default 16)")
+    p.add_argument("--steps", type=_positive_int, default=18, help="sampling steps (default 18)")
+    p.add_argument("--skips", type=_int_list, default=[2, 4, 6, 8, 10, 12],
+                   help="comma-separated numbers of teleported steps (default 2,4,6,8,10,12)")
+    p.add_argument("--sampler", default="heun", choices=sorted(SAMPLERS))
+    p.add_argument("--sigma-min", type=float, default=0.002)
+    p.add_argument("--sigma-max", type=float, default=80.0)
+    p.add_argument("--rho", type=float, default=7.0)
+    p.add_argument("--seed", type=int, default=0, help="sample i uses seed SEED + i")
+    p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("-o", "--out", default="out/analysis/teleport", help="output folder")
+    p.set_defaults(func=cmd_analyze_teleport)
 
     p = sub.add_parser("info", help="print a saved denoiser's metadata as JSON")
     p.add_argument("model", help=".h5 file written by `fit`")

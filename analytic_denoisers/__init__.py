@@ -31,7 +31,7 @@ Quick start::
 
 __version__ = "0.1.0"
 
-from . import datasets, metrics, scales, schedules, stats
+from . import analysis, datasets, metrics, scales, schedules, stats
 from .base import DenoiserMixin
 from .empirical import EmpiricalOptimalDenoiser, empirical_posterior_mean
 from .gaussian import GaussianDenoiser, gaussian_posterior_mean, gaussian_trajectory
@@ -50,6 +50,7 @@ __all__ = [
     "PCALocalityDenoiser",
     "PatchCompositeDenoiser",
     "UNetDenoiser",
+    "analysis",
     "datasets",
     "empirical_posterior_mean",
     "gaussian_posterior_mean",

@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 
 from . import __version__, datasets, io, metrics, registry, scales, schedules
 from .base import data_fingerprint
-from .sampling import SAMPLERS, sample, seeded_noise
+from .sampling import SAMPLERS, CountingDenoiser, sample, seeded_noise
 
 DEFAULT_REFERENCE_ENV = "ANALYTIC_DENOISERS_DEFAULT_UNET"
 DEFAULT_REFERENCE = datasets.DEFAULT_DIR.parent / "unet-default.h5"
@@ -246,18 +246,14 @@ def _sample(den, noise, sigmas, sampler, device, bar):
     """Final samples and the x̂0 of every step: (N, C, H, W), (steps, N, C, H, W), seconds, calls.
 
     ``bar`` (a tqdm bar) advances by one per step."""
-    denoised, calls = [], [0]
-
-    def counting(x, sigma):
-        calls[0] += 1
-        return den.denoise(x, sigma)
+    denoised, counting = [], CountingDenoiser(den)
 
     def step(info):
         denoised.append(info["denoised"])
         bar.update()
 
     x, seconds = _timed(lambda: sample(counting, noise, sigmas, sampler, callback=step), device)
-    return x, torch.stack(denoised), seconds, calls[0]
+    return x, torch.stack(denoised), seconds, counting.calls
 
 
 # ----------------------------------------------------------------------------- the protocol

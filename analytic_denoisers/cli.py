@@ -137,21 +137,29 @@ def cmd_bench(args):
     protocol["device"] = str(_device(protocol["device"]))
     start = time.perf_counter()
     results = benchmark.run(protocol, log=lambda line: print(line, file=sys.stderr))
-    command = "analytic-denoisers " + " ".join(shlex.quote(a) for a in args.argv)
+    command = _command_line(args)
     paths = benchmark.write(results, args.out, command=command)
     print(benchmark.gate_text(results["gate"]).splitlines()[0])
     print(f"wrote {', '.join(str(p) for p in paths)} in {time.perf_counter() - start:.0f} s")
     return 0
 
 
-def _float_list(text):
-    try:
-        values = [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
-    if not values:
-        raise argparse.ArgumentTypeError("expected at least one number")
-    return values
+def _command_line(args):
+    """The command as typed, for result files."""
+    return "analytic-denoisers " + " ".join(shlex.quote(a) for a in args.argv)
+
+
+def _number_list(kind):
+    """argparse type: comma-separated numbers of ``kind`` (float or int), at least one."""
+    def parse(text):
+        try:
+            values = [kind(v) for v in text.split(",") if v.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated {kind.__name__}s, got {text!r}") from None
+        if not values:
+            raise argparse.ArgumentTypeError("expected at least one number")
+        return values
+    return parse
 
 
 def cmd_analyze_teleport(args):
@@ -171,7 +179,7 @@ def cmd_analyze_teleport(args):
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     samples = result.pop("_samples")
-    command = "analytic-denoisers " + " ".join(shlex.quote(a) for a in args.argv)
+    command = _command_line(args)
     summary = {"command": command, "reference": benchmark.shown_path(ref_path), "n_samples": args.n, **result}
     (out / "teleport.json").write_text(json.dumps(summary, indent=1) + "\n")
     plot_teleportation(result, out / "teleport.png")
@@ -182,13 +190,6 @@ def cmd_analyze_teleport(args):
               f"({row['calls_saved']} saved), final R2 {row['r2']:.4f}, MSE {row['mse']:.2e}")
     print(f"wrote {out / 'teleport.json'}, {out / 'teleport.png'}, {out / 'teleport-samples.png'}")
     return 0
-
-
-def _int_list(text):
-    try:
-        return [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
 def cmd_info(args):
@@ -282,7 +283,7 @@ def build_parser():
                    metavar="METHOD.KEY=VALUE", help="hyper-parameter of one method, e.g. "
                    "pca-locality.threshold=0.02; patch_size=\"snr\" is the SNR schedule (repeatable)")
     p.add_argument("--n-images", type=_positive_int, help="test images for denoiser agreement (default 32)")
-    p.add_argument("--sigmas", type=_float_list, help="comma-separated sigma grid for denoiser agreement")
+    p.add_argument("--sigmas", type=_number_list(float), help="comma-separated sigma grid for denoiser agreement")
     p.add_argument("--denoise-seed", type=int, help="test image i uses noise seed DENOISE_SEED + i")
     p.add_argument("-n", "--n-samples", type=_positive_int, help="samples for sampler agreement (default 16)")
     p.add_argument("--steps", type=_positive_int, help="sampling steps (default 10)")
@@ -307,7 +308,7 @@ def build_parser():
     p.add_argument("--reference", help="saved denoiser .h5 (default for the default dataset: data/unet-default.h5)")
     p.add_argument("-n", type=_positive_int, default=16, help="samples (default 16)")
     p.add_argument("--steps", type=_positive_int, default=18, help="sampling steps (default 18)")
-    p.add_argument("--skips", type=_int_list, default=[2, 4, 6, 8, 10, 12],
+    p.add_argument("--skips", type=_number_list(int), default=[2, 4, 6, 8, 10, 12],
                    help="comma-separated numbers of teleported steps (default 2,4,6,8,10,12)")
     p.add_argument("--sampler", default="heun", choices=sorted(SAMPLERS))
     p.add_argument("--sigma-min", type=float, default=0.002)

@@ -25,6 +25,17 @@ def _denoise_fn(denoiser, y):
     return fn if y is None else (lambda x, sigma: fn(x, sigma, y=y))
 
 
+class CountingDenoiser:
+    """Wraps a denoiser (or callable ``f(x, sigma)``) and counts its calls in ``.calls``."""
+
+    def __init__(self, denoiser):
+        self.fn, self.calls = _denoise_fn(denoiser, None), 0
+
+    def __call__(self, x, sigma):
+        self.calls += 1
+        return self.fn(x, sigma)
+
+
 def _report(callback, **info):
     if callback is not None:
         callback(info)

@@ -8,9 +8,8 @@ denoiser calls are saved, and the final samples move by an amount measured here 
 full run from the same noise.
 """
 
-
 from .. import metrics
-from ..sampling import SAMPLERS, sample
+from ..sampling import SAMPLERS, CountingDenoiser, sample
 from ..schedules import check_sigmas
 
 
@@ -35,19 +34,13 @@ def teleport_sample(denoiser, gaussian, noise, sigmas, skip, method="heun"):
         raise ValueError(f"skip must be an int in [0, {len(sigmas) - 2}], got {skip!r}")
     if method not in SAMPLERS:
         raise ValueError(f"unknown sampler {method!r}; choose one of {sorted(SAMPLERS)}")
-    fn = denoiser.denoise if hasattr(denoiser, "denoise") else denoiser
-    calls = [0]
-
-    def counting(x, sigma):
-        calls[0] += 1
-        return fn(x, sigma)
-
+    counting = CountingDenoiser(denoiser)
     start = noise
     if skip:  # the closed-form state at sigmas[skip], expressed as noise for sample()
         x_skip = gaussian.trajectory(noise * float(sigmas[0]), sigmas[[0, skip]])[-1]
         start = x_skip / float(sigmas[skip])
     final = sample(counting, start, sigmas[skip:], method)
-    return final, calls[0]
+    return final, counting.calls
 
 
 def teleportation(denoiser, gaussian, noise, sigmas, skips, method="heun"):

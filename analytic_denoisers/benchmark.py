@@ -39,6 +39,7 @@ from tqdm.auto import tqdm
 from . import __version__, datasets, io, metrics, registry, scales, schedules
 from .base import data_fingerprint
 from .sampling import SAMPLERS, CountingDenoiser, sample, seeded_noise
+from .viz import pyplot, save_labelled_rows
 
 DEFAULT_REFERENCE_ENV = "ANALYTIC_DENOISERS_DEFAULT_UNET"
 DEFAULT_REFERENCE = datasets.DEFAULT_DIR.parent / "unet-default.h5"
@@ -449,13 +450,12 @@ def _jsonable(params):
 
 SAMPLES_IN_FIGURE = 16  # columns of samples.png
 
+
 def write(results, out_dir, command=None):
     """Write results.json, denoising.csv, sampling.csv, results.md and two PNG figures.
 
     Returns the list of written paths.
     """
-    from .viz import save_labelled_rows
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     public = {k: v for k, v in results.items() if not k.startswith("_")}
@@ -583,10 +583,7 @@ def markdown(results, command=None):
 
 def plot_metrics(results, path):
     """Metric-against-sigma curves: R², r, MSE to the reference, own MSE, and x̂0 R² while sampling."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     den, smp = results["denoising"], results["sampling"]
     fig, axes = plt.subplots(2, 3, figsize=(15, 8.5))

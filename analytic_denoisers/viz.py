@@ -1,4 +1,4 @@
-"""Image grids and labelled figures as PNG files (no plotting library needed)."""
+"""Image grids and labelled figures as PNG files; :func:`pyplot` for matplotlib figures."""
 
 from pathlib import Path
 
@@ -6,6 +6,16 @@ import torch
 from PIL import Image, ImageDraw
 
 from ._compat import import_torchvision
+
+
+def pyplot():
+    """``matplotlib.pyplot`` on the file-only Agg backend (no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def image_grid(images, nrow=8, padding=2):

@@ -11,6 +11,7 @@ full run from the same noise.
 from .. import metrics
 from ..sampling import SAMPLERS, CountingDenoiser, sample
 from ..schedules import check_sigmas
+from ..viz import pyplot
 
 
 def teleport_sample(denoiser, gaussian, noise, sigmas, skip, method="heun"):
@@ -71,10 +72,7 @@ def teleportation(denoiser, gaussian, noise, sigmas, skips, method="heun"):
 
 def plot_teleportation(result, path):
     """Final-sample R² and MSE against the full run, by denoiser calls saved (PNG)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     rows = result["by_skip"]
     saved = [r["calls_saved"] for r in rows]

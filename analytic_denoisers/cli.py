@@ -1,4 +1,4 @@
-"""Command-line interface: ``analytic-denoisers {fit,sample,train-unet,bench,info}`` (also ``python -m analytic_denoisers``).
+"""Command-line interface: ``analytic-denoisers {fit,sample,train-unet,bench,analyze,info}`` (also ``python -m analytic_denoisers``).
 
 Each subcommand is a function of parsed arguments; ``main(argv)`` returns an exit code, so the
 tests call it in-process. Only the CLI chooses a device (``--device``, default: CUDA if present).
@@ -162,10 +162,9 @@ def _number_list(kind):
     return parse
 
 
-def cmd_analyze_teleport(args):
+def _analysis_setup(args):
+    """The reference denoiser, its shown path, a Gaussian fitted on the training images, the device."""
     from . import benchmark
-    from .analysis.teleport import plot_teleportation, teleportation
-    from .viz import save_labelled_rows
 
     protocol = benchmark.make_protocol({"dataset": args.dataset, "root": args.root, "reference": args.reference})
     ref_path = benchmark.reference_path(protocol)
@@ -173,22 +172,109 @@ def cmd_analyze_teleport(args):
     X = datasets.load(args.dataset, "train", args.root)[:args.limit]
     device = _device(args.device)
     gaussian = registry.make("gaussian").fit(X.to(device))
+    return ref, benchmark.shown_path(ref_path), gaussian, device
+
+
+def _sampling_setup(args, ref, device):
     noise = seeded_noise(range(args.seed, args.seed + args.n), ref.image_shape_, device=device)
-    sigmas = schedules.karras(args.steps, args.sigma_min, args.sigma_max, args.rho)
-    result = teleportation(ref, gaussian, noise, sigmas, args.skips, args.sampler)
+    return noise, schedules.karras(args.steps, args.sigma_min, args.sigma_max, args.rho)
+
+
+def _write_analysis(args, name, ref_shown, result):
+    """Write ``<out>/<name>.json`` (numbers, command, reference); returns the output folder."""
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    samples = result.pop("_samples")
-    command = _command_line(args)
-    summary = {"command": command, "reference": benchmark.shown_path(ref_path), "n_samples": args.n, **result}
-    (out / "teleport.json").write_text(json.dumps(summary, indent=1) + "\n")
+    numbers = {k: v for k, v in result.items() if not k.startswith("_")}
+    summary = {"command": _command_line(args), "reference": ref_shown, **numbers}
+    text = json.dumps(summary, indent=1) + "\n"
+    io.atomic_write(out / f"{name}.json", lambda tmp: Path(tmp).write_text(text))
+    return out
+
+
+def cmd_analyze_teleport(args):
+    from .analysis.teleport import plot_teleportation, teleportation
+    from .viz import save_labelled_rows
+
+    ref, ref_shown, gaussian, device = _analysis_setup(args)
+    noise, sigmas = _sampling_setup(args, ref, device)
+    result = teleportation(ref, gaussian, noise, sigmas, args.skips, args.sampler)
+    out = _write_analysis(args, "teleport", ref_shown, {"n_samples": args.n, **result})
     plot_teleportation(result, out / "teleport.png")
-    save_labelled_rows([(f"skip {k} (from σ={sigmas[k]:.3g})", v[:8]) for k, v in samples.items()],
+    save_labelled_rows([(f"skip {k} (from σ={sigmas[k]:.3g})", v[:8]) for k, v in result["_samples"].items()],
                        out / "teleport-samples.png", title="final samples, same seeds; skip 0 is the full run")
     for row in result["by_skip"]:
         print(f"skip {row['skip']:>3} (jump to sigma {row['sigma_skip']:8.3f}): {row['calls']:>3} calls "
               f"({row['calls_saved']} saved), final R2 {row['r2']:.4f}, MSE {row['mse']:.2e}")
     print(f"wrote {out / 'teleport.json'}, {out / 'teleport.png'}, {out / 'teleport-samples.png'}")
+    return 0
+
+
+def cmd_analyze_trajectory(args):
+    from .analysis.trajectory import plot_trajectory_geometry, trajectory_geometry
+    from .viz import save_labelled_rows
+
+    ref, ref_shown, gaussian, device = _analysis_setup(args)
+    noise, sigmas = _sampling_setup(args, ref, device)
+    result = trajectory_geometry(ref, gaussian, noise, sigmas, args.sampler, args.perturb_steps,
+                                 args.perturb_norm, args.directions, args.seed)
+    out = _write_analysis(args, "trajectory", ref_shown, result)
+    plot_trajectory_geometry(result, out / "trajectory.png")
+    shown = sorted({int(k) for k in torch.linspace(0, len(sigmas) - 2, 7).round()})
+    save_labelled_rows([(f"x̂0 at step {k} (σ={sigmas[k]:.3g})", result["_denoised"][k][:8]) for k in shown]
+                       + [("final sample", result["_states"][-1][:8])], out / "trajectory-x0.png",
+                       title="the denoiser's x̂0 along sampling: outline first, details later")
+    top2 = result["top2"]
+    print(f"top-2 PC variance share: denoiser {top2['measured_mean']:.6f} (mean), Gaussian closed form "
+          f"{sum(top2['gaussian_closed_form']) / args.n:.6f}, expected {top2['gaussian_expected']:.6f}")
+    for sigma, gain, pred in zip(*(result["perturbation"][k] for k in ("sigma", "gain_mean", "gaussian_gain_mean"))):
+        print(f"perturbation at sigma {sigma:8.3f}: final change x{gain:.3f} (Gaussian flow x{pred:.3f})")
+    print(f"wrote {out / 'trajectory.json'}, {out / 'trajectory.png'}, {out / 'trajectory-x0.png'}")
+    return 0
+
+
+def cmd_analyze_chromatography(args):
+    from .analysis.chromatography import chromatography, plot_chromatogram
+
+    ref, ref_shown, gaussian, device = _analysis_setup(args)
+    noise, sigmas = _sampling_setup(args, ref, device)
+    result = chromatography(ref, gaussian, noise, sigmas, args.sampler, args.levels)
+    out = _write_analysis(args, "chromatography", ref_shown, result)
+    plot_chromatogram(result, out / "chromatography.png")
+    peaks, where = result["peak_sigma"], result["peak_step_position"]
+    for k, band in enumerate(result["bands"]):
+        print(f"band {band:>7}: peak generation at sigma {peaks['analytic'][k]:.3g} analytic, "
+              f"{peaks['denoiser'][k]:.3g} denoiser (steps {where['analytic'][k]:.2f} / {where['denoiser'][k]:.2f})")
+    print(f"wrote {out / 'chromatography.json'}, {out / 'chromatography.png'}")
+    return 0
+
+
+def _pixel_list(text):
+    """argparse type: comma-separated ``row:col`` pairs."""
+    try:
+        pairs = [tuple(int(v) for v in item.split(":")) for item in text.split(",") if item.strip()]
+    except ValueError:
+        pairs = []
+    if not pairs or any(len(p) != 2 for p in pairs):
+        raise argparse.ArgumentTypeError(f"expected comma-separated row:col pairs, got {text!r}")
+    return pairs
+
+
+def cmd_analyze_locality(args):
+    from .analysis.locality_maps import locality_maps, pixel_indices, plot_locality_maps
+
+    ref, ref_shown, gaussian, device = _analysis_setup(args)
+    x0 = datasets.load(args.dataset, "test", args.root)[:args.n_images].to(device)
+    threshold = registry.make("pca-locality", dataset=args.dataset).threshold \
+        if args.threshold is None else args.threshold
+    pixels = pixel_indices(ref.image_shape_, args.pixels)
+    result = locality_maps(ref, gaussian, x0, args.sigmas, pixels, threshold, args.seed)
+    out = _write_analysis(args, "locality", ref_shown, result)
+    plot_locality_maps(result, ref.image_shape_, out / "locality.png")
+    for row in result["by_sigma"]:
+        print(f"sigma {row['sigma']:6.3g}: cosine to Wiener row {row['cosine']['median']:.3f} "
+              f"[{row['cosine']['q25']:.3f}, {row['cosine']['q75']:.3f}], |J| mass in mask "
+              f"{row['mass_in_mask']['median']:.3f} (median [quartiles] over images x pixels)")
+    print(f"wrote {out / 'locality.json'}, {out / 'locality.png'}")
     return 0
 
 
@@ -293,31 +379,76 @@ def build_parser():
     p.add_argument("-o", "--out", default="out/bench", help="output folder (default out/bench)")
     p.set_defaults(func=cmd_bench)
 
-    p = sub.add_parser("analyze", help="theory analyses (so far: teleport)",
-                       description="Theory analyses; each writes a JSON of its numbers and figures.")
+    p = sub.add_parser("analyze", help="theory analyses: trajectory, teleport, chromatography, locality",
+                       description="Theory analyses of the reference denoiser against the Gaussian "
+                                   "model of its training data; each writes a JSON of its numbers "
+                                   "(with the command) and figures to --out.")
     analyses = p.add_subparsers(dest="analysis", required=True)
-    p = analyses.add_parser(
-        "teleport", help="analytical teleportation: skip early steps with the Gaussian closed form",
-        description="Jump from sigma_max to the SKIP-th sigma of the schedule with the closed-form "
-                    "Gaussian PF-ODE (fitted on the training images), then sample with the reference; "
-                    "reports denoiser calls saved and the final samples' change against the full "
-                    "run from the same seeds (Wang & Vastola, arXiv 2311.10892).")
-    p.add_argument("--dataset", default="default", choices=datasets.NAMES)
-    p.add_argument("--root", help="folder or file holding the dataset (see datasets.load)")
-    p.add_argument("--limit", type=_positive_int, help="fit the Gaussian on the first LIMIT training images")
-    p.add_argument("--reference", help="saved denoiser .h5 (default for the default dataset: data/unet-default.h5)")
-    p.add_argument("-n", type=_positive_int, default=16, help="samples (default 16)")
-    p.add_argument("--steps", type=_positive_int, default=18, help="sampling steps (default 18)")
+
+    def analysis_parser(name, help, description, n=16, steps=18):
+        q = analyses.add_parser(name, help=help, description=description)
+        q.add_argument("--dataset", default="default", choices=datasets.NAMES)
+        q.add_argument("--root", help="folder or file holding the dataset (see datasets.load)")
+        q.add_argument("--limit", type=_positive_int, help="fit the Gaussian on the first LIMIT training images")
+        q.add_argument("--reference", help="saved denoiser .h5 (default for the default dataset: "
+                                           "data/unet-default.h5)")
+        q.add_argument("--seed", type=int, default=0, help="seed of the noise (image i: SEED + i)")
+        q.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+        q.add_argument("-o", "--out", default=f"out/analysis/{name}", help=f"output folder (default out/analysis/{name})")
+        if n:
+            q.add_argument("-n", type=_positive_int, default=n, help=f"samples (default {n})")
+            q.add_argument("--steps", type=_positive_int, default=steps, help=f"sampling steps (default {steps})")
+            q.add_argument("--sampler", default="heun", choices=sorted(SAMPLERS))
+            q.add_argument("--sigma-min", type=float, default=0.002)
+            q.add_argument("--sigma-max", type=float, default=80.0)
+            q.add_argument("--rho", type=float, default=7.0, help="Karras schedule exponent")
+        return q
+
+    p = analysis_parser(
+        "trajectory", "trajectory geometry: 2-D rotation, outline first, perturbation sensitivity",
+        "Sample with the reference and measure (a) the share of each trajectory's variance in its top "
+        "two principal components, (b) the sigma at which x̂0's component along each eigen-direction "
+        "of the data reaches 50%% and 90%% of its final value, (c) the final change caused by a "
+        "perturbation of fixed norm added at each step; each beside the closed-form Gaussian "
+        "prediction (Wang & Vastola, arXiv 2303.02490).", n=32)
+    p.add_argument("--perturb-norm", type=float, default=1.0, help="perturbation norm (default 1)")
+    p.add_argument("--perturb-steps", type=_number_list(int), help="comma-separated steps (default: all)")
+    p.add_argument("--directions", type=_positive_int, default=100,
+                   help="eigen-directions reported for commitment, largest variance first (default 100)")
+    p.set_defaults(func=cmd_analyze_trajectory)
+
+    p = analysis_parser(
+        "teleport", "analytical teleportation: skip early steps with the Gaussian closed form",
+        "Jump from sigma_max to the SKIP-th sigma of the schedule with the closed-form Gaussian PF-ODE "
+        "(fitted on the training images), then sample with the reference; reports denoiser calls saved "
+        "and the final samples' change against the full run from the same seeds (Wang & Vastola, "
+        "arXiv 2311.10892).")
     p.add_argument("--skips", type=_number_list(int), default=[2, 4, 6, 8, 10, 12],
                    help="comma-separated numbers of teleported steps (default 2,4,6,8,10,12)")
-    p.add_argument("--sampler", default="heun", choices=sorted(SAMPLERS))
-    p.add_argument("--sigma-min", type=float, default=0.002)
-    p.add_argument("--sigma-max", type=float, default=80.0)
-    p.add_argument("--rho", type=float, default=7.0)
-    p.add_argument("--seed", type=int, default=0, help="sample i uses seed SEED + i")
-    p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
-    p.add_argument("-o", "--out", default="out/analysis/teleport", help="output folder")
     p.set_defaults(func=cmd_analyze_teleport)
+
+    p = analysis_parser(
+        "chromatography", "resolution chromatography: when each resolution band is generated",
+        "Analytic generation rate of each resolution band (Haar block-mean pyramid) from the Gaussian "
+        "model of the training data, beside the rate measured from the band energy of the reference's "
+        "x̂0 along sampling, with the sigma of peak generation per band (Hwang, Park & Jo, "
+        "arXiv 2401.10247).", n=64, steps=32)
+    p.add_argument("--levels", type=_positive_int, help="block-mean levels (default: down to one block)")
+    p.set_defaults(func=cmd_analyze_chromatography)
+
+    p = analysis_parser(
+        "locality", "locality maps: the reference's Jacobian rows against the Wiener filter",
+        "Jacobian rows dD[m]/dx of the reference at chosen pixels and sigmas (autograd, at noisy test "
+        "images), beside the Wiener filter rows and PCA-locality masks of the training data, with "
+        "their cosine similarity and the share of the Jacobian's mass inside the mask (Lukoianov et "
+        "al., arXiv 2509.09672).", n=0)
+    p.add_argument("--n-images", type=_positive_int, default=32, help="noisy test images (default 32)")
+    p.add_argument("--sigmas", type=_number_list(float), default=[0.05, 0.2, 0.5, 1.0, 2.0],
+                   help="comma-separated sigmas (default 0.05,0.2,0.5,1,2)")
+    p.add_argument("--pixels", type=_pixel_list, default=[(14, 14), (7, 20), (20, 9)],
+                   help="comma-separated row:col output pixels (default 14:14,7:20,20:9)")
+    p.add_argument("--threshold", type=float, help="PCA-locality mask threshold (default: the dataset's)")
+    p.set_defaults(func=cmd_analyze_locality)
 
     p = sub.add_parser("info", help="print a saved denoiser's metadata as JSON")
     p.add_argument("model", help=".h5 file written by `fit`")

@@ -3,7 +3,7 @@
 from pathlib import Path
 
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from ._compat import import_torchvision
 
@@ -16,6 +16,14 @@ def pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def label_font(size=11):
+    """Matplotlib's DejaVu Sans for PNG labels: it has the Greek letters and combining accents
+    (``σ``, ``x̂0``) that PIL's built-in font lacks."""
+    from matplotlib import font_manager
+
+    return ImageFont.truetype(font_manager.findfont("DejaVu Sans"), size)
 
 
 def image_grid(images, nrow=8, padding=2):
@@ -52,7 +60,7 @@ def save_grid(images, path, nrow=8, scale=1):
     return _save(_grid_image(images, nrow, scale), path)
 
 
-def save_labelled_rows(rows, path, scale=2, label_width=150, title=None):
+def save_labelled_rows(rows, path, scale=2, label_width=None, title=None):
     """Write a figure with one labelled row of images per entry.
 
     Parameters
@@ -60,20 +68,22 @@ def save_labelled_rows(rows, path, scale=2, label_width=150, title=None):
     rows : list of (str, Tensor of shape (K, C, H, W)) pairs, images in [-1, 1]
     path : output PNG path
     scale : int, pixel enlargement
-    label_width : int, width in pixels of the label column
+    label_width : int, width in pixels of the label column (default: the widest label's)
     title : str, optional, a line of text above the rows
     """
+    font = label_font()
     strips = [_grid_image(imgs, len(imgs), scale) for _, imgs in rows]
-    top = 20 if title else 0
-    width = label_width + max(s.width for s in strips)
+    if label_width is None:
+        label_width = 12 + max(int(font.getlength(label)) for label, _ in rows)
+    top = 22 if title else 0
+    width = max(label_width + max(s.width for s in strips), int(font.getlength(title or "")) + 8)
     canvas = Image.new("RGB", (width, top + sum(s.height for s in strips)), "white")
     draw = ImageDraw.Draw(canvas)
     if title:
-        draw.text((4, 4), title, fill="black")
+        draw.text((4, 4), title, fill="black", font=font)
     y = top
     for (label, _), strip in zip(rows, strips):
         canvas.paste(strip, (label_width, y))
-        draw.text((4, y + strip.height // 2 - 6), label, fill="black")
+        draw.text((4, y + strip.height // 2), label, fill="black", font=font, anchor="lm")
         y += strip.height
     return _save(canvas, path)
-

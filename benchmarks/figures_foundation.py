@@ -39,7 +39,7 @@ def main():
         rows += [(f"noisy, sigma={sigma:g}", x.clamp(-1, 1)),
                  ("  Gaussian", gauss(x, sigma).clamp(-1, 1)),
                  ("  empirical", emp(x, sigma))]
-    save_labelled_rows(rows, out / "denoising.png", label_width=130,
+    save_labelled_rows(rows, out / "denoising.png",
                        title="Held-out Fashion-MNIST test images, denoised (fit: 10,000 default images)")
 
     sigmas = ad.schedules.karras(18, 0.002, 80.0)
@@ -49,7 +49,7 @@ def main():
     nearest = X[torch.cdist(e_samples.reshape(args.n, -1), X.reshape(len(X), -1)).argmin(1)]
     save_labelled_rows(
         [("Gaussian", g_samples), ("empirical", e_samples), ("  nearest train", nearest)],
-        out / "samples.png", label_width=130,
+        out / "samples.png",
         title="Heun, 18 Karras steps, same seeds: the empirical denoiser reproduces training images")
     print(f"wrote {out / 'denoising.png'} and {out / 'samples.png'}")
     print("empirical sample to nearest training image, max abs diff:",

@@ -53,7 +53,7 @@ def main():
         print(f"{name}: {time.perf_counter() - start:.1f} s", flush=True)
     path = Path(args.out) / "methods.png"
     columns = " | ".join(f"sigma={s:g}" for s in SIGMAS)
-    save_labelled_rows(rows, path, label_width=130,
+    save_labelled_rows(rows, path,
                        title=f"Held-out test images (fit: 10,000 default images); {len(x0)} per block: {columns}")
     print(f"wrote {path}")
 

@@ -226,10 +226,18 @@ def cmd_analyze_trajectory(args):
     top2 = result["top2"]
     print(f"top-2 PC variance share: denoiser {top2['measured_mean']:.6f} (mean), Gaussian closed form "
           f"{sum(top2['gaussian_closed_form']) / args.n:.6f}, expected {top2['gaussian_expected']:.6f}")
+    for level, entry in result["commitment"]["sigma_at_level"].items():
+        print(f"commitment to {float(level):.0%}: Spearman rank correlation of variance and commit sigma "
+              f"{_g(entry['rank_correlation'])} (Gaussian flow: 1)")
     for sigma, gain, pred in zip(*(result["perturbation"][k] for k in ("sigma", "gain_mean", "gaussian_gain_mean"))):
         print(f"perturbation at sigma {sigma:8.3f}: final change x{gain:.3f} (Gaussian flow x{pred:.3f})")
     print(f"wrote {out / 'trajectory.json'}, {out / 'trajectory.png'}, {out / 'trajectory-x0.png'}")
     return 0
+
+
+def _g(value):
+    """A JSON number (None for NaN) for printing."""
+    return "nan" if value is None else f"{value:.3g}"
 
 
 def cmd_analyze_chromatography(args):
@@ -240,10 +248,10 @@ def cmd_analyze_chromatography(args):
     result = chromatography(ref, gaussian, noise, sigmas, args.sampler, args.levels)
     out = _write_analysis(args, "chromatography", ref_shown, result)
     plot_chromatogram(result, out / "chromatography.png")
-    peaks, where = result["peak_sigma"], result["peak_step_position"]
     for k, band in enumerate(result["bands"]):
-        print(f"band {band:>7}: peak generation at sigma {peaks['analytic'][k]:.3g} analytic, "
-              f"{peaks['denoiser'][k]:.3g} denoiser (steps {where['analytic'][k]:.2f} / {where['denoiser'][k]:.2f})")
+        timing = "; ".join(f"{what} sigma {_g(result[key]['analytic'][k])} analytic, {_g(result[key]['denoiser'][k])} "
+                           f"denoiser" for what, key in (("peak", "peak_sigma"), ("half generated", "half_sigma")))
+        print(f"band {band:>7}: {timing}")
     print(f"wrote {out / 'chromatography.json'}, {out / 'chromatography.png'}")
     return 0
 

@@ -101,6 +101,14 @@ def test_gaussian_commitment_matches_the_closed_form(gaussian):
                                    trajectory.gaussian_commit_sigma(lam, q), rtol=2e-3, atol=0)
 
 
+def test_rank_correlation():
+    a = torch.tensor([1.0, 2.0, 3.0, 4.0, float("nan")], dtype=torch.float64)
+    assert trajectory.rank_correlation(a, a.exp()) == pytest.approx(1.0)  # any increasing map
+    assert trajectory.rank_correlation(a, -a) == pytest.approx(-1.0)
+    assert trajectory.rank_correlation(a, torch.tensor([2.0, 1.0, 4.0, 3.0, 0.0])) == pytest.approx(0.6)
+    assert trajectory.rank_correlation(a[:2], a[:2]) is None
+
+
 def test_commit_sigma_interpolates_after_the_last_drop():
     sigmas = torch.tensor([16.0, 8.0, 4.0, 2.0, 1.0], dtype=torch.float64)
     ratios = torch.tensor([[0.1, 0.6, 0.2, 0.6], [0.4, 0.4, 0.3, 0.7], [0.6, 0.7, 0.35, 0.8],
@@ -162,6 +170,8 @@ def test_analytic_chromatogram_peaks_at_each_band_variance():
     sigmas = torch.logspace(-3, 2, 2001, dtype=torch.float64).flip(0)
     generated, rate = chromatography.analytic_chromatogram(lam, U, shape, sigmas)
     torch.testing.assert_close(chromatography.peak_sigma(rate, sigmas), lam.sqrt(), rtol=4e-3, atol=0)
+    # ... and half of each band is generated there too: g_k = lam_k / (lam_k + sigma^2)
+    torch.testing.assert_close(trajectory.commit_sigma(generated.T, sigmas, 0.5), lam.sqrt(), rtol=1e-5, atol=0)
     torch.testing.assert_close(rate.max(1).values, torch.full((3,), 0.5, dtype=torch.float64), rtol=1e-5, atol=0)
     torch.testing.assert_close(generated, lam[:, None] / (lam[:, None] + sigmas.square()))
 
@@ -175,6 +185,8 @@ def test_measured_chromatogram_of_the_gaussian_equals_the_analytic_one():
     measured = torch.tensor(result["generated_at_steps"]["denoiser"])
     assert float((measured - analytic).abs().max()) < 0.01  # Monte Carlo error of 8000 samples
     assert result["peak_sigma"]["denoiser"] == result["peak_sigma"]["analytic at steps"]
+    torch.testing.assert_close(torch.tensor(result["half_sigma"]["denoiser"]),
+                               torch.tensor(result["half_sigma"]["analytic at steps"]), rtol=0.02, atol=0)
 
 
 def test_step_position_along_a_schedule():

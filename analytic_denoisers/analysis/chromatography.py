@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from ..schedules import check_sigmas
 from ..viz import pyplot
-from .trajectory import _nan_list, record_path
+from .trajectory import _nan_list, commit_sigma, record_path
 
 
 def default_levels(image_shape):
@@ -195,9 +195,12 @@ def chromatography(denoiser, gaussian, noise, sigmas, method="heun", levels=None
 
     Returns
     -------
-    dict of JSON-ready numbers; per band ``peak_sigma`` for the analytic curve (fine grid), the
-    analytic curve sampled at the schedule's steps, and each measured run, with the matching
-    ``peak_step_position`` along the schedule.
+    dict of JSON-ready numbers. Per band and curve (the analytic one on the fine grid, the
+    analytic one sampled at the schedule's steps, each measured run): ``peak_sigma``, where the
+    rate is largest, and ``half_sigma``, from which on half of the band's signal is generated
+    (the median of the rate over ``-log sigma``: a timing that, unlike the peak of a measured
+    rate, is not thrown by step-to-step noise), each with its ``*_step_position`` along the
+    schedule.
     """
     sigmas = check_sigmas(sigmas)
     image_shape = tuple(gaussian.image_shape_)
@@ -213,10 +216,12 @@ def chromatography(denoiser, gaussian, noise, sigmas, method="heun", levels=None
         path = record_path(den, noise, sigmas, method)
         curves[name] = measured_chromatogram(path["denoised"], path["states"][-1], mean, levels)
     peaks = {"analytic": peak_sigma(fine_rate, fine)}
+    halves = {"analytic": commit_sigma(fine_generated.T, fine, 0.5)}
     rates = {}
     for name, generated in curves.items():
         rates[name], mid = finite_rate(generated, steps)
         peaks[name] = peak_sigma(rates[name], mid)
+        halves[name] = commit_sigma(generated.T, steps, 0.5)
     return {
         "sigmas": sigmas.tolist(), "method": method, "n_samples": len(noise), "levels": levels,
         "bands": band_labels(image_shape, levels),
@@ -227,6 +232,8 @@ def chromatography(denoiser, gaussian, noise, sigmas, method="heun", levels=None
         "rate_at_mid": {k: _nan_list(v) for k, v in rates.items()},
         "peak_sigma": {k: _nan_list(v) for k, v in peaks.items()},
         "peak_step_position": {k: _nan_list(step_position(v, sigmas)) for k, v in peaks.items()},
+        "half_sigma": {k: _nan_list(v) for k, v in halves.items()},
+        "half_step_position": {k: _nan_list(step_position(v, sigmas)) for k, v in halves.items()},
     }
 
 
@@ -243,6 +250,7 @@ def plot_chromatogram(result, path):
         axes[1].plot(fine, result["analytic"]["rate"][k], color=color, label=label)
         axes[1].plot(mid, result["rate_at_mid"]["denoiser"][k], "o--", ms=3, lw=0.8, color=color)
         axes[1].axvline(result["peak_sigma"]["denoiser"][k] or math.nan, color=color, ls=":", lw=0.8)
+    axes[0].axhline(0.5, color="k", lw=0.6, ls=":")
     axes[0].set(ylabel="share of the band's variance generated in x̂0", ylim=(-0.05, 1.1),
                 title="generated signal per resolution band\nlines: analytic; o: denoiser; x: Gaussian denoiser")
     axes[1].set(ylabel="generation rate  dg / d(−log σ)",

@@ -167,6 +167,19 @@ def gaussian_commit_sigma(eigvals, level):
     return torch.sqrt(eigvals.double() * (1 / level**2 - 1))
 
 
+def rank_correlation(a, b):
+    """Spearman's rank correlation of two 1-D tensors over the entries finite in both (None if < 3).
+
+    For commitment: +1 when the higher-variance directions are always committed at higher sigma
+    (earlier), as the Gaussian flow predicts.
+    """
+    keep = a.isfinite() & b.isfinite()
+    if int(keep.sum()) < 3:
+        return None
+    ranks = [v[keep].double().argsort().argsort().double() for v in (a, b)]
+    return float(torch.corrcoef(torch.stack(ranks))[0, 1])
+
+
 def gaussian_flow_gain(delta, sigma, eigvals, eigvecs):
     """``|U diag(sqrt(lam / (lam + sigma^2))) U^T delta|``: a perturbation's effect on the end.
 
@@ -251,8 +264,11 @@ def trajectory_geometry(denoiser, gaussian, noise, sigmas, method="heun", pertur
 
     ratios = component_ratios(path["denoised"], path["states"][-1], mean, U[:, :r])  # (S, r)
     level_sigmas = sigmas[:-1]
-    commit = {f"{q:g}": {"measured": _nan_list(commit_sigma(ratios, level_sigmas, q)),
-                         "gaussian": gaussian_commit_sigma(lam[:r], q).tolist()} for q in COMMIT_LEVELS}
+    commit = {}
+    for q in COMMIT_LEVELS:
+        measured_q = commit_sigma(ratios, level_sigmas, q)
+        commit[f"{q:g}"] = {"measured": _nan_list(measured_q), "gaussian": gaussian_commit_sigma(lam[:r], q).tolist(),
+                            "rank_correlation": rank_correlation(lam[:r], measured_q)}
 
     pert = perturbation_sensitivity(denoiser, path["states"], sigmas, steps, perturb_norm, method, seed)
     predicted = torch.stack([gaussian_flow_gain(pert["delta"], float(sigmas[k]), lam, U) for k in steps])
@@ -314,7 +330,8 @@ def plot_trajectory_geometry(result, path):
     for q, color in zip(com["levels"], ("C0", "C3")):
         entry = com["sigma_at_level"][f"{q:g}"]
         measured = [float("nan") if v is None else v for v in entry["measured"]]
-        ax.scatter(lam, measured, s=8, color=color, label=f"denoiser, {q:.0%} committed")
+        rho = "n/a" if entry["rank_correlation"] is None else f"{entry['rank_correlation']:.2f}"
+        ax.scatter(lam, measured, s=8, color=color, label=f"denoiser, {q:.0%} committed (Spearman {rho})")
         ax.plot(lam, entry["gaussian"], color=color, lw=1, label=f"Gaussian: sqrt(λ(1/{q:g}² − 1))")
     ax.set(xscale="log", yscale="log", xlabel="variance λ of the eigen-direction",
            ylabel="σ at which x̂0's component is committed", title="outline first, details later")
@@ -342,4 +359,4 @@ def plot_trajectory_geometry(result, path):
 
 __all__ = ["commit_sigma", "component_ratios", "gaussian_commit_sigma", "gaussian_flow_gain",
            "gaussian_top2_fraction", "perturbation_sensitivity", "plot_trajectory_geometry",
-           "record_path", "top2_fraction", "trajectory_geometry"]
+           "rank_correlation", "record_path", "top2_fraction", "trajectory_geometry"]

@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 from . import __version__, datasets, io, metrics, registry, scales, schedules
 from .base import data_fingerprint
 from .sampling import SAMPLERS, CountingDenoiser, sample, seeded_noise
-from .viz import pyplot, save_labelled_rows
+from .viz import pyplot, save_figure, save_labelled_rows
 
 DEFAULT_REFERENCE_ENV = "ANALYTIC_DENOISERS_DEFAULT_UNET"
 DEFAULT_REFERENCE = datasets.DEFAULT_DIR.parent / "unet-default.h5"
@@ -463,7 +463,7 @@ def write(results, out_dir, command=None):
         public = {"command": command, **public}
     paths = [out / "results.json", out / "denoising.csv", out / "sampling.csv", out / "results.md",
              out / "samples.png", out / "metrics.png"]
-    paths[0].write_text(json.dumps(_nan_to_none(public), indent=1, allow_nan=False) + "\n")
+    io.write_json(paths[0], public)
     den, smp = results["denoising"], results["sampling"]
     with open(paths[1], "w", newline="") as f:
         w = csv.writer(f)
@@ -490,17 +490,6 @@ def write(results, out_dir, command=None):
                              f"{results['protocol']['sampling']['steps']} steps)")
     plot_metrics(results, paths[5])
     return paths
-
-
-def _nan_to_none(obj):
-    """NaN (an undefined metric) as JSON null; JSON has no NaN."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _nan_to_none(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_nan_to_none(v) for v in obj]
-    return obj
 
 
 def _fmt(value, digits=3):
@@ -612,7 +601,4 @@ def plot_metrics(results, path):
     axes.flat[0].legend(fontsize=8)
     p = results["protocol"]
     fig.suptitle(f"{p['dataset']}: every method against the reference ({results['reference']['class']})")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -15,6 +15,7 @@ complete, so an interrupted save never leaves a half-written file behind.
 import datetime
 import inspect
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -112,6 +113,23 @@ def atomic_write(path, write):
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def _finite_or_none(obj):
+    """NaN and ±inf (undefined numbers) as JSON null, through dicts, lists and tuples."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite_or_none(v) for v in obj]
+    return obj
+
+
+def write_json(path, obj):
+    """Write ``obj`` as indented, strict JSON (NaN and ±inf as null), atomically; returns the Path."""
+    text = json.dumps(_finite_or_none(obj), indent=1, allow_nan=False) + "\n"
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
 def _open(path):

@@ -64,3 +64,11 @@ def summarise(a, b):
         values = values.cpu().numpy()
         out[name] = float(np.nanmean(values) if how == "mean" else np.nanmedian(values))
     return out
+
+
+def quartiles(values, dim=-1):
+    """Lower quartile, median and upper quartile of the non-NaN entries along ``dim`` (NaN where
+    there are none): dict with ``q25``, ``median``, ``q75``, each a float or a list."""
+    levels = torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64, device=values.device)
+    q = torch.nanquantile(values.double(), levels, dim=dim)
+    return {"q25": q[0].tolist(), "median": q[1].tolist(), "q75": q[2].tolist()}

@@ -18,6 +18,14 @@ def pyplot():
     return plt
 
 
+def save_figure(fig, path, dpi=110):
+    """Lay out a matplotlib figure, write it as PNG, close it; returns ``path``."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    pyplot().close(fig)
+    return path
+
+
 def label_font(size=11):
     """Matplotlib's DejaVu Sans for PNG labels: it has the Greek letters and combining accents
     (``σ``, ``x̂0``) that PIL's built-in font lacks."""

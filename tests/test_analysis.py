@@ -1,6 +1,7 @@
 """Theory analyses on cases with known answers."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -106,7 +107,11 @@ def test_rank_correlation():
     assert trajectory.rank_correlation(a, a.exp()) == pytest.approx(1.0)  # any increasing map
     assert trajectory.rank_correlation(a, -a) == pytest.approx(-1.0)
     assert trajectory.rank_correlation(a, torch.tensor([2.0, 1.0, 4.0, 3.0, 0.0])) == pytest.approx(0.6)
-    assert trajectory.rank_correlation(a[:2], a[:2]) is None
+    assert math.isnan(trajectory.rank_correlation(a[:2], a[:2]))  # too few finite pairs
+    assert math.isnan(trajectory.rank_correlation(a, torch.ones(5)))  # a constant side
+    # ties take their average rank: ranks (1..5) against (3, 3, 3, 3, 5)
+    six = torch.arange(1.0, 6.0)
+    assert trajectory.rank_correlation(six, torch.tensor([1.0, 1.0, 1.0, 1.0, 2.0])) == pytest.approx(0.5 ** 0.5)
 
 
 def test_commit_sigma_interpolates_after_the_last_drop():
@@ -138,8 +143,36 @@ def test_gaussian_perturbation_gain_is_the_closed_form(gaussian):
         assert float(exact[0].max()) < 0.1 and float(exact[-1].min()) > 0.9  # late perturbations survive
         errors.append(float(((out["gain"] - exact) / exact).abs().max()))
     assert errors[0] < 3e-3 and errors[1] < 1e-3 and errors[0] / errors[1] > 3.5
-    with pytest.raises(ValueError, match="steps must lie"):
-        trajectory.perturbation_sensitivity(gaussian, path["states"], sigmas, [200])
+    for bad, match in (([200], "steps must be a non-empty list"), ([], "steps must be a non-empty list")):
+        with pytest.raises(ValueError, match=match):
+            trajectory.perturbation_sensitivity(gaussian, path["states"], sigmas, bad)
+    with pytest.raises(ValueError, match="norm must be positive"):
+        trajectory.perturbation_sensitivity(gaussian, path["states"], sigmas, [0], norm=0.0)
+    with pytest.raises(ValueError, match="unknown sampler"):
+        trajectory.perturbation_sensitivity(gaussian, path["states"], sigmas, [0], method="rk4")
+    with pytest.raises(ValueError, match="one state per sigma"):
+        trajectory.perturbation_sensitivity(gaussian, path["states"][1:], sigmas, [0])
+
+
+def test_trajectory_geometry_checks_its_input_before_sampling(gaussian):
+    class Refuses:
+        def denoise(self, x, sigma):
+            raise AssertionError("sampled before the input was checked")
+
+    sigmas = ad.schedules.karras(4, 0.01, 10.0)
+    with pytest.raises(ValueError, match="steps must be a non-empty list"):
+        trajectory.trajectory_geometry(Refuses(), gaussian, _noise(2), sigmas, perturb_steps=[4])
+    with pytest.raises(ValueError, match="unknown sampler"):
+        trajectory.trajectory_geometry(Refuses(), gaussian, _noise(2), sigmas, method="rk4")
+    with pytest.raises(ValueError, match="noise"):
+        trajectory.trajectory_geometry(Refuses(), gaussian, _noise(2, (1, 4, 4)), sigmas)
+
+
+def test_component_ratios_are_nan_for_directions_the_samples_lack():
+    U = torch.eye(3, dtype=torch.float64)[:, :2]
+    final = torch.tensor([[1.0, 0.0, 5.0], [2.0, 0.0, -1.0]], dtype=torch.float64).reshape(2, 1, 1, 3)
+    ratios = trajectory.component_ratios(0.5 * final[None], final, torch.zeros(3), U)
+    assert ratios[0, 0] == 0.5 and ratios[0, 1].isnan()
 
 
 # --- resolution chromatography ---------------------------------------------------------------
@@ -154,7 +187,10 @@ def test_resolution_bands_are_orthogonal_and_sum_to_the_image(shape):
     gram = torch.einsum("knd,lnd->kln", flat, flat)  # (K + 1, K + 1, N) band inner products
     off = gram[~torch.eye(len(bands), dtype=torch.bool)]
     assert float(gram.diagonal().min()) > 1e-3 and float(off.abs().max()) < 1e-12
-    torch.testing.assert_close(chromatography.block_means(bands[-1], 2**len(bands)), bands[-1])  # idempotent
+    for size in (2, 4):  # projections: idempotent, and nested (coarser blocks are unions of finer ones)
+        once = chromatography.block_means(x, size)
+        torch.testing.assert_close(chromatography.block_means(once, size), once)
+        torch.testing.assert_close(chromatography.block_means(once, 2 * size), chromatography.block_means(x, 2 * size))
     assert torch.allclose(bands[-1], x.mean((-2, -1), keepdim=True).expand_as(x))  # coarsest: the mean
     U = torch.linalg.qr(_noise(1, (x[0].numel(), 5))[0])[0]
     torch.testing.assert_close(chromatography.band_weights(U, shape).sum(0), torch.ones(5, dtype=torch.float64))
@@ -193,7 +229,20 @@ def test_step_position_along_a_schedule():
     sigmas = ad.schedules.karras(10, 0.002, 80.0)
     for k in (0, 4, 9):
         assert abs(float(chromatography.step_position(sigmas[k], sigmas)) - k / 9) < 1e-12
-    assert float(chromatography.step_position(1e3, sigmas)) == 0.0
+    middle = (sigmas[4] * sigmas[5]).sqrt()  # halfway between steps 4 and 5 in log sigma
+    assert abs(float(chromatography.step_position(middle, sigmas)) - 4.5 / 9) < 1e-12
+    assert float(chromatography.step_position(1e3, sigmas)) == 0.0  # clamped to the schedule
+    assert float(chromatography.step_position(1e-5, sigmas)) == 1.0
+    assert float(chromatography.step_position(0.5, ad.schedules.karras(1, 0.1, 10.0))) == 0.0  # one step
+
+
+def test_chromatography_rejects_bad_levels_and_sizes():
+    x = _noise(1, (1, 8, 8))
+    for levels in (0, 4, 2.5, True):  # 8x8 images have 3 levels
+        with pytest.raises(ValueError, match=r"levels must be an integer in \[1, 3\]"):
+            chromatography.resolution_bands(x, levels)
+    with pytest.raises(ValueError, match="size must be a positive integer"):
+        chromatography.block_means(x, 0)
 
 
 # --- locality maps ---------------------------------------------------------------------------
@@ -261,7 +310,7 @@ def test_analyze_cli(tmp_path, small_reference, name, extra, files):
     out = tmp_path / name
     assert main(["analyze", name, "--reference", str(small_reference), "--limit", "200", "--device", "cpu",
                  "-o", str(out)] + extra) == 0
-    saved = json.loads((out / files[0]).read_text())
+    saved = json.loads((out / files[0]).read_text(), parse_constant=lambda c: pytest.fail(f"{c} in JSON"))
     assert saved["command"].startswith(f"analytic-denoisers analyze {name}") and saved["reference"]
     assert all((out / f).is_file() for f in files)
     if name == "trajectory":

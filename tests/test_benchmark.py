@@ -59,6 +59,14 @@ def test_metrics_against_explicit_formulas():
     assert summary["r2"] == pytest.approx(statistics.mean(metrics.r2(a[:4], b[:4]).tolist()))
 
 
+def test_quartiles_skip_nan():
+    values = torch.tensor([[1.0, 2.0, 3.0, 4.0, 5.0], [float("nan")] * 4 + [7.0], [float("nan")] * 5])
+    q = metrics.quartiles(values, dim=1)
+    assert q["median"][:2] == [3.0, 7.0] and q["q25"][0] == 2.0 and q["q75"][0] == 4.0
+    assert math.isnan(q["median"][2])
+    assert metrics.quartiles(values[0], dim=0) == {"q25": 2.0, "median": 3.0, "q75": 4.0}
+
+
 def test_metrics_of_identical_and_constant_images():
     a = torch.randn(3, 1, 4, 4)
     assert metrics.summarise(a, a) == pytest.approx({"r2": 1.0, "pearson": 1.0, "mse": 0.0, "explained_variance": 1.0},

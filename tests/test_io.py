@@ -1,5 +1,6 @@
 """HDF5 persistence: metadata, atomic writes, and clean failures on bad files."""
 
+import json
 import os
 
 import h5py
@@ -121,3 +122,12 @@ def test_unfitted_estimator_cannot_be_saved(tmp_path):
 
     with pytest.raises(NotFittedError):
         ad.GaussianDenoiser().save(tmp_path / "x.h5")
+
+
+def test_write_json_is_strict_with_undefined_numbers_as_null(tmp_path):
+    path = io.write_json(tmp_path / "sub" / "r.json", {"a": [1.5, float("nan")], "b": (float("inf"), -float("inf")),
+                                                       "c": {"d": 2}})
+    text = path.read_text()
+    assert json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}")) == \
+        {"a": [1.5, None], "b": [None, None], "c": {"d": 2}}
+    assert not [p for p in path.parent.iterdir() if p.name != "r.json"]  # no temporary file left

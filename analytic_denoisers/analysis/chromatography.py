@@ -6,6 +6,10 @@ bottom and right edges when the size is not a power of two) by its mean. The ``P
 orthogonal projections, so ``B_k = P_k - P_{k+1}`` (the details between resolution
 ``ceil(H / 2^k)`` and ``ceil(H / 2^(k+1))``) and the coarsest ``B_K = P_K`` are orthogonal and
 sum to the image: a Haar pyramid. The default ``K`` makes ``B_K`` the per-channel mean.
+Resolution levels as average pooling by ``2^k`` are our reading of the paper; orthogonality makes
+band energies add up and lets the analytic curve be computed exactly in any eigenbasis.
+(:func:`~analytic_denoisers.scales.snr_resolution_schedule`, which turns the paper's SNR
+criterion into patch sizes, uses radial Fourier rings instead.)
 
 **Analytic chromatogram.** Under the Gaussian model of the data (``mu``, ``U diag(lam) U^T``),
 x̂0 at noise ``sigma`` on the probability-flow path has covariance ``U diag(lam^2 / (lam +
@@ -31,9 +35,10 @@ import math
 import torch
 import torch.nn.functional as F
 
+from ..base import as_images
 from ..schedules import check_sigmas
-from ..viz import pyplot
-from .trajectory import _nan_list, commit_sigma, record_path
+from ..viz import pyplot, save_figure
+from .trajectory import commit_sigma, record_path
 
 
 def default_levels(image_shape):
@@ -42,9 +47,11 @@ def default_levels(image_shape):
 
 
 def _check_levels(levels, image_shape):
-    levels = default_levels(image_shape) if levels is None else levels
-    if isinstance(levels, bool) or int(levels) != levels or levels < 1:
-        raise ValueError(f"levels must be a positive integer, got {levels!r}")
+    most = default_levels(image_shape)
+    levels = most if levels is None else levels
+    if isinstance(levels, bool) or int(levels) != levels or not 1 <= levels <= most:
+        raise ValueError(f"levels must be an integer in [1, {most}] for {image_shape[-2]}x{image_shape[-1]} "
+                         f"images (more would only add empty bands), got {levels!r}")
     return int(levels)
 
 
@@ -60,6 +67,8 @@ def block_means(x, size):
     -------
     Tensor of shape (N, C, H, W): each pixel replaced by the mean of its block.
     """
+    if isinstance(size, bool) or int(size) != size or size < 1:
+        raise ValueError(f"size must be a positive integer, got {size!r}")
     H, W = x.shape[-2:]
     pad = (0, (-W) % size, 0, (-H) % size)
     sums = F.avg_pool2d(F.pad(x, pad), size, divisor_override=1)
@@ -171,11 +180,13 @@ def step_position(sigma, sigmas):
     ones, decreasing).
     """
     log = torch.as_tensor(sigmas[:-1], dtype=torch.float64).log()
+    if len(log) == 1:  # one step: every sigma is at its start
+        return torch.zeros_like(torch.as_tensor(sigma, dtype=torch.float64))
     idx = torch.arange(len(log), dtype=torch.float64)
     s = torch.as_tensor(sigma, dtype=torch.float64).log().clamp(log[-1], log[0])
     k = torch.searchsorted(-log, -s, right=True).clamp(1, len(log) - 1)
     t = (s - log[k - 1]) / (log[k] - log[k - 1])
-    return (idx[k - 1] + t) / max(len(log) - 1, 1)
+    return (idx[k - 1] + t) / (len(log) - 1)
 
 
 def chromatography(denoiser, gaussian, noise, sigmas, method="heun", levels=None, grid_size=400):
@@ -202,8 +213,9 @@ def chromatography(denoiser, gaussian, noise, sigmas, method="heun", levels=None
     rate, is not thrown by step-to-step noise), each with its ``*_step_position`` along the
     schedule.
     """
-    sigmas = check_sigmas(sigmas)
     image_shape = tuple(gaussian.image_shape_)
+    noise = as_images(noise, name="noise", image_shape=image_shape)
+    sigmas = check_sigmas(sigmas)
     levels = _check_levels(levels, image_shape)
     steps = sigmas[:-1]
     lam, U, mean = gaussian.eigvals_, gaussian.eigvecs_, gaussian.mean_
@@ -227,13 +239,13 @@ def chromatography(denoiser, gaussian, noise, sigmas, method="heun", levels=None
         "bands": band_labels(image_shape, levels),
         "band_variance": (band_weights(U.double().cpu(), image_shape, levels) @ lam.double().cpu()).tolist(),
         "fine_sigmas": fine.tolist(), "mid_sigmas": mid.tolist(),
-        "analytic": {"generated": _nan_list(fine_generated), "rate": _nan_list(fine_rate)},
-        "generated_at_steps": {k: _nan_list(v) for k, v in curves.items()},
-        "rate_at_mid": {k: _nan_list(v) for k, v in rates.items()},
-        "peak_sigma": {k: _nan_list(v) for k, v in peaks.items()},
-        "peak_step_position": {k: _nan_list(step_position(v, sigmas)) for k, v in peaks.items()},
-        "half_sigma": {k: _nan_list(v) for k, v in halves.items()},
-        "half_step_position": {k: _nan_list(step_position(v, sigmas)) for k, v in halves.items()},
+        "analytic": {"generated": fine_generated.tolist(), "rate": fine_rate.tolist()},
+        "generated_at_steps": {k: v.tolist() for k, v in curves.items()},
+        "rate_at_mid": {k: v.tolist() for k, v in rates.items()},
+        "peak_sigma": {k: v.tolist() for k, v in peaks.items()},
+        "peak_step_position": {k: step_position(v, sigmas).tolist() for k, v in peaks.items()},
+        "half_sigma": {k: v.tolist() for k, v in halves.items()},
+        "half_step_position": {k: step_position(v, sigmas).tolist() for k, v in halves.items()},
     }
 
 
@@ -249,7 +261,9 @@ def plot_chromatogram(result, path):
         axes[0].plot(steps, result["generated_at_steps"]["gaussian denoiser"][k], "x", ms=3, color=color)
         axes[1].plot(fine, result["analytic"]["rate"][k], color=color, label=label)
         axes[1].plot(mid, result["rate_at_mid"]["denoiser"][k], "o--", ms=3, lw=0.8, color=color)
-        axes[1].axvline(result["peak_sigma"]["denoiser"][k] or math.nan, color=color, ls=":", lw=0.8)
+        peak = result["peak_sigma"]["denoiser"][k]
+        if peak is not None and math.isfinite(peak):  # null in a JSON read back
+            axes[1].axvline(peak, color=color, ls=":", lw=0.8)
     axes[0].axhline(0.5, color="k", lw=0.6, ls=":")
     axes[0].set(ylabel="share of the band's variance generated in x̂0", ylim=(-0.05, 1.1),
                 title="generated signal per resolution band\nlines: analytic; o: denoiser; x: Gaussian denoiser")
@@ -262,10 +276,7 @@ def plot_chromatogram(result, path):
     axes[0].legend(fontsize=8, title="band (resolution)")
     fig.suptitle(f"resolution chromatography ({result['method']}, {len(steps)} steps, "
                  f"{result['n_samples']} samples)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 __all__ = ["analytic_chromatogram", "band_energy", "band_labels", "band_weights", "block_means",

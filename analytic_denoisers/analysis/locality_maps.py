@@ -8,14 +8,13 @@ sigma^2)) U^T`` (the Jacobian of the Gaussian denoiser); their PCA-locality mask
 (the share of the row's absolute mass that falls inside the mask).
 """
 
-import math
 
 import torch
 
+from .. import metrics
 from ..base import as_images
 from ..locality import locality_masks, wiener_matrix
-from ..viz import pyplot
-from .trajectory import _nan_list
+from ..viz import pyplot, save_figure
 
 
 def jacobian_rows(denoiser, x, sigma, pixels):
@@ -100,8 +99,8 @@ def locality_maps(denoiser, gaussian, x0, sigmas, pixels, threshold=0.005, seed=
         wiener_mass = (W.abs() * mask).sum(-1) / W.abs().sum(-1)
         rows.append({"sigma": sigma, "cosine": _summary(cosine), "mass_in_mask": _summary(mass),
                      "wiener_mass_in_mask_by_pixel": wiener_mass.tolist(),
-                     "cosine_by_pixel": _nan_list(cosine.nanmedian(0).values),
-                     "mass_in_mask_by_pixel": _nan_list(mass.nanmedian(0).values),
+                     "cosine_by_pixel": cosine.nanmedian(0).values.tolist(),
+                     "mass_in_mask_by_pixel": mass.nanmedian(0).values.tolist(),
                      "mask_size_by_pixel": mask.sum(1).tolist()})
         maps.append({"jacobian": J[0], "mean_jacobian": J.mean(0), "wiener": W, "mask": mask})
     return {"sigmas": [float(s) for s in sigmas], "pixels": idx, "threshold": threshold,
@@ -109,12 +108,8 @@ def locality_maps(denoiser, gaussian, x0, sigmas, pixels, threshold=0.005, seed=
 
 
 def _summary(values):
-    """Median and quartiles of the finite entries, with their count."""
-    v = values[~values.isnan()].flatten()
-    if not len(v):
-        return {"median": None, "q25": None, "q75": None, "n": 0}
-    q = torch.quantile(v, torch.tensor([0.25, 0.5, 0.75], dtype=v.dtype)).tolist()
-    return {"median": q[1], "q25": q[0], "q75": q[2], "n": len(v)}
+    """Median and quartiles over every image and pixel, with the count of non-NaN entries."""
+    return {**metrics.quartiles(values.flatten(), dim=0), "n": int((~values.isnan()).sum())}
 
 
 def plot_locality_maps(result, image_shape, path):
@@ -148,12 +143,10 @@ def plot_locality_maps(result, image_shape, path):
     ax = fig.add_subplot(gs[:, -1])
     sig = result["sigmas"]
     for key, label, color in (("cosine", "cosine to Wiener row", "C0"), ("mass_in_mask", "|J| mass in mask", "C3")):
-        med = [_none_nan(r[key]["median"]) for r in result["by_sigma"]]
-        lo = [_none_nan(r[key]["q25"]) for r in result["by_sigma"]]
-        hi = [_none_nan(r[key]["q75"]) for r in result["by_sigma"]]
+        med, lo, hi = ([r[key][q] for r in result["by_sigma"]] for q in ("median", "q25", "q75"))
         ax.plot(sig, med, marker="o", color=color, label=label)
         ax.fill_between(sig, lo, hi, color=color, alpha=0.2)
-    ax.plot(sig, [float(torch.tensor(r["wiener_mass_in_mask_by_pixel"]).median()) for r in result["by_sigma"]],
+    ax.plot(sig, [float(torch.tensor(r["wiener_mass_in_mask_by_pixel"]).nanmedian()) for r in result["by_sigma"]],
             "--", color="C3", label="Wiener row's mass in mask")
     ax.set(xscale="log", xlabel="σ", ylim=(-0.05, 1.05), title="median, quartiles\nover images × pixels")
     ax.grid(alpha=0.3)
@@ -161,14 +154,7 @@ def plot_locality_maps(result, image_shape, path):
     fig.suptitle(f"locality maps: denoiser Jacobian rows against the Wiener filter (mask threshold "
                  f"{result['threshold']:g}, {result['n_images']} noisy images; colour scales clipped at "
                  f"the largest value off the circled pixel)", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
-
-
-def _none_nan(v):
-    return math.nan if v is None else v
+    return save_figure(fig, path, dpi=100)
 
 
 __all__ = ["jacobian_rows", "locality_maps", "pixel_indices", "plot_locality_maps"]

@@ -11,7 +11,7 @@ full run from the same noise.
 from .. import metrics
 from ..sampling import SAMPLERS, CountingDenoiser, sample
 from ..schedules import check_sigmas
-from ..viz import pyplot
+from ..viz import pyplot, save_figure
 
 
 def teleport_sample(denoiser, gaussian, noise, sigmas, skip, method="heun"):
@@ -87,10 +87,7 @@ def plot_teleportation(result, path):
         ax.grid(alpha=0.3)
     axes[1].set_yscale("symlog", linthresh=1e-6)
     fig.suptitle(f"analytical teleportation ({result['method']}, {len(result['sigmas']) - 1} steps)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 __all__ = ["plot_teleportation", "teleport_sample", "teleportation"]

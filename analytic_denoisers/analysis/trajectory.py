@@ -18,16 +18,19 @@ measured here on any denoiser's sampling trajectories and set beside that predic
 * **Perturbation sensitivity**: a perturbation ``delta`` of the state at ``sigma_k`` moves the
   final sample by ``U diag(sqrt(lam / (lam + sigma_k^2))) U^T delta`` (:func:`gaussian_flow_gain`);
   :func:`perturbation_sensitivity` measures it for any denoiser by re-running the sampler.
+
+The measured numbers are float64 tensors on the CPU (they go into JSON and figures).
 """
 
-import math
-
 import torch
+from scipy.stats import spearmanr
 
+from .. import metrics
 from ..base import as_images
+from ..gaussian import gaussian_trajectory
 from ..sampling import SAMPLERS, sample
 from ..schedules import check_sigmas
-from ..viz import pyplot
+from ..viz import pyplot, save_figure
 
 COMMIT_LEVELS = (0.5, 0.9)
 
@@ -69,7 +72,7 @@ def _top2_share(singular_values):
     return energy[..., :2].sum(-1) / energy.sum(-1)
 
 
-def gaussian_top2_fraction(eigvals, sigmas, coords=None, perp_sq=None):
+def gaussian_top2_fraction(eigvals, sigmas, coords, perp_sq):
     """Top-2 variance fraction of the closed-form Gaussian trajectories, without pixels.
 
     With ``A[k] = (c(sigmas[k]) * coords, (sigmas[k] / sigma_T) |x_perp|)`` the trajectory's
@@ -79,28 +82,21 @@ def gaussian_top2_fraction(eigvals, sigmas, coords=None, perp_sq=None):
     ----------
     eigvals : Tensor of shape (r,)
     sigmas : 1-D tensor of shape (S,), ``sigmas[0] = sigma_T > 0``
-    coords : Tensor of shape (N, r), optional
-        ``U^T (x_T - mu)`` of each trajectory's start. Without it the expected squares
-        ``lam + sigma_T^2`` are used: the prediction for a typical start ``x_T ~ N(mu, Sigma +
-        sigma_T^2 I)``.
-    perp_sq : Tensor of shape (N,), optional
-        ``|x_T - mu|^2`` outside the span of U (0 for a full basis; with ``coords=None``, the
-        expected ``(d - r) sigma_T^2`` must be passed for a truncated basis).
+    coords : Tensor of shape (N, r), ``U^T (x_T - mu)`` of each trajectory's start
+    perp_sq : Tensor of shape (N,), ``|x_T - mu|^2`` outside the span of U (0 for a full basis)
 
     Returns
     -------
-    Tensor of shape (N,) (or a 0-d tensor without ``coords``).
+    Tensor of shape (N,), float64.
     """
     eigvals = eigvals.double()
-    sigmas = torch.as_tensor(sigmas, dtype=torch.float64)
+    sigmas = torch.as_tensor(sigmas, dtype=torch.float64, device=eigvals.device)
     s2 = sigmas.square()[:, None]
     gain = torch.sqrt((s2 + eigvals) / (s2[0] + eigvals))  # (S, r)
-    amp = (eigvals + s2[0]).sqrt() if coords is None else coords.double()  # (r,) or (N, r)
-    A = gain * amp[..., None, :]  # (S, r) or (N, S, r)
-    perp = torch.zeros(amp.shape[:-1], dtype=torch.float64) if perp_sq is None else \
-        torch.as_tensor(perp_sq, dtype=torch.float64)
-    shrink = (sigmas / sigmas[0])[:, None] * perp.clamp_min(0).sqrt()[..., None, None]  # (S, 1) or (N, S, 1)
-    A = torch.cat([A, shrink.expand(A.shape[:-1] + (1,))], -1)
+    A = gain * coords.double()[:, None, :]  # (N, S, r)
+    perp = torch.as_tensor(perp_sq, dtype=torch.float64, device=eigvals.device).clamp_min(0).sqrt()
+    shrink = (sigmas / sigmas[0])[None, :, None] * perp[:, None, None]  # (N, S, 1)
+    A = torch.cat([A, shrink], -1)
     A = A - A.mean(-2, keepdim=True)
     return _top2_share(torch.linalg.svdvals(A))
 
@@ -145,12 +141,12 @@ def commit_sigma(ratios, sigmas, level):
     Tensor of shape (r,): ``sigmas[0]`` if committed from the first step on (a lower bound of
     the true value), NaN if the last step is still below ``level`` or the ratio is NaN.
     """
-    sigmas = torch.as_tensor(sigmas, dtype=torch.float64)
+    sigmas = torch.as_tensor(sigmas, dtype=torch.float64, device=ratios.device)
     below = ratios < level  # (S, r)
     S = len(sigmas)
-    idx = torch.arange(S)[:, None].expand_as(below)
+    idx = torch.arange(S, device=ratios.device)[:, None].expand_as(below)
     last_below = torch.where(below, idx, -1).max(0).values  # (r,)
-    out = torch.full((ratios.shape[1],), torch.nan, dtype=torch.float64)
+    out = torch.full((ratios.shape[1],), torch.nan, dtype=torch.float64, device=ratios.device)
     out[last_below < 0] = sigmas[0]
     inner = (last_below >= 0) & (last_below < S - 1)
     k = last_below[inner]
@@ -168,28 +164,36 @@ def gaussian_commit_sigma(eigvals, level):
 
 
 def rank_correlation(a, b):
-    """Spearman's rank correlation of two 1-D tensors over the entries finite in both (None if < 3).
+    """Spearman's rank correlation (ties get their average rank) of two 1-D tensors over the
+    entries finite in both; NaN with fewer than 3 such entries or a constant side.
 
     For commitment: +1 when the higher-variance directions are always committed at higher sigma
     (earlier), as the Gaussian flow predicts.
     """
+    a, b = a.double().cpu(), b.double().cpu()
     keep = a.isfinite() & b.isfinite()
-    if int(keep.sum()) < 3:
-        return None
-    ranks = [v[keep].double().argsort().argsort().double() for v in (a, b)]
-    return float(torch.corrcoef(torch.stack(ranks))[0, 1])
+    if int(keep.sum()) < 3 or a[keep].unique().numel() < 2 or b[keep].unique().numel() < 2:
+        return float("nan")
+    return float(spearmanr(a[keep].numpy(), b[keep].numpy()).statistic)
 
 
 def gaussian_flow_gain(delta, sigma, eigvals, eigvecs):
     """``|U diag(sqrt(lam / (lam + sigma^2))) U^T delta|``: a perturbation's effect on the end.
 
-    The closed-form flow from ``sigma`` to 0 is affine, so this is exact for any start; the part
-    of ``delta`` outside the span of U is shrunk to zero. Returns a Tensor of shape (N,).
+    The closed-form flow from ``sigma`` to 0 (:func:`~analytic_denoisers.gaussian.gaussian_trajectory`)
+    is affine, so this is exact for any start; the part of ``delta`` outside the span of U
+    shrinks to zero. Returns a float64 CPU Tensor of shape (N,).
     """
-    flat = delta.reshape(len(delta), -1).double().cpu()
-    lam = eigvals.double().cpu()
-    z = flat @ eigvecs.double().cpu()
-    return (z * torch.sqrt(lam / (lam + sigma**2))).norm(dim=1)
+    lam, U = eigvals.double().cpu(), eigvecs.double().cpu()
+    moved = gaussian_trajectory(delta.double().cpu(), [sigma, 0.0], torch.zeros(len(U), dtype=torch.float64), lam, U)
+    return moved[-1].reshape(len(delta), -1).norm(dim=1)
+
+
+def _check_steps(steps, S):
+    steps = [int(k) for k in steps]
+    if not steps or any(not 0 <= k < S for k in steps):
+        raise ValueError(f"steps must be a non-empty list in [0, {S - 1}], got {steps}")
+    return steps
 
 
 @torch.no_grad()
@@ -207,15 +211,17 @@ def perturbation_sensitivity(denoiser, states, sigmas, steps, norm=1.0, method="
 
     Returns
     -------
-    dict with ``delta`` (N, C, H, W), and ``gain``: Tensor of shape (len(steps), N), the
-    final change's norm divided by ``norm``.
+    dict with ``delta`` (N, C, H, W), and ``gain``: float64 CPU Tensor of shape (len(steps), N),
+    the final change's norm divided by ``norm``.
     """
     sigmas = check_sigmas(sigmas)
     if not norm > 0:
         raise ValueError(f"norm must be positive, got {norm}")
-    S = len(sigmas) - 1
-    if any(not 0 <= int(k) < S for k in steps):
-        raise ValueError(f"steps must lie in [0, {S - 1}], got {list(steps)}")
+    if method not in SAMPLERS:
+        raise ValueError(f"unknown sampler {method!r}; choose one of {sorted(SAMPLERS)}")
+    if len(states) != len(sigmas):
+        raise ValueError(f"states must hold one state per sigma: {len(sigmas)} sigmas, got {len(states)} states")
+    steps = _check_steps(steps, len(sigmas) - 1)
     final = states[-1]
     g = torch.Generator().manual_seed(int(seed))
     delta = torch.randn(final.shape, generator=g, dtype=torch.float64)
@@ -223,7 +229,7 @@ def perturbation_sensitivity(denoiser, states, sigmas, steps, norm=1.0, method="
     delta = delta.to(final.dtype).to(final.device)
     gains = []
     for k in steps:
-        moved = SAMPLERS[method](denoiser, as_images(states[int(k)] + delta), sigmas[int(k):])
+        moved = SAMPLERS[method](denoiser, as_images(states[k] + delta), sigmas[k:])
         gains.append((moved - final).reshape(len(final), -1).double().norm(dim=1).cpu() / norm)
     return {"delta": delta, "gain": torch.stack(gains)}
 
@@ -246,9 +252,12 @@ def trajectory_geometry(denoiser, gaussian, noise, sigmas, method="heun", pertur
     dict of JSON-ready numbers (``top2``, ``commitment``, ``perturbation``) plus, under keys
     starting with ``_``, tensors for the figures.
     """
+    noise = as_images(noise, name="noise", image_shape=gaussian.image_shape_)
     sigmas = check_sigmas(sigmas)
+    if method not in SAMPLERS:
+        raise ValueError(f"unknown sampler {method!r}; choose one of {sorted(SAMPLERS)}")
     S = len(sigmas) - 1
-    steps = list(range(S)) if perturb_steps is None else [int(k) for k in perturb_steps]
+    steps = list(range(S)) if perturb_steps is None else _check_steps(perturb_steps, S)
     mean, lam, U = (t.double().cpu() for t in (gaussian.mean_, gaussian.eigvals_, gaussian.eigvecs_))
     r = min(int(n_directions), len(lam))
     path = record_path(denoiser, noise, sigmas, method)
@@ -257,17 +266,14 @@ def trajectory_geometry(denoiser, gaussian, noise, sigmas, method="heun", pertur
     flat_T = noise.reshape(len(noise), -1).double().cpu() * float(sigmas[0]) - mean
     coords = flat_T @ U
     perp_sq = flat_T.square().sum(1) - coords.square().sum(1)
-    d = flat_T.shape[1]
     measured, closed_form = top2_fraction(path["states"]), top2_fraction(closed)
     formula = gaussian_top2_fraction(lam, sigmas, coords, perp_sq)
-    expected = gaussian_top2_fraction(lam, sigmas, perp_sq=torch.tensor((d - len(lam)) * float(sigmas[0]) ** 2))
 
     ratios = component_ratios(path["denoised"], path["states"][-1], mean, U[:, :r])  # (S, r)
-    level_sigmas = sigmas[:-1]
     commit = {}
     for q in COMMIT_LEVELS:
-        measured_q = commit_sigma(ratios, level_sigmas, q)
-        commit[f"{q:g}"] = {"measured": _nan_list(measured_q), "gaussian": gaussian_commit_sigma(lam[:r], q).tolist(),
+        measured_q = commit_sigma(ratios, sigmas[:-1], q)
+        commit[f"{q:g}"] = {"measured": measured_q.tolist(), "gaussian": gaussian_commit_sigma(lam[:r], q).tolist(),
                             "rank_correlation": rank_correlation(lam[:r], measured_q)}
 
     pert = perturbation_sensitivity(denoiser, path["states"], sigmas, steps, perturb_norm, method, seed)
@@ -275,24 +281,18 @@ def trajectory_geometry(denoiser, gaussian, noise, sigmas, method="heun", pertur
     return {
         "sigmas": sigmas.tolist(), "method": method, "n_samples": len(noise),
         "top2": {"measured": measured.tolist(), "measured_mean": float(measured.mean()),
-                 "gaussian_closed_form": closed_form.tolist(), "gaussian_formula": formula.tolist(),
-                 "gaussian_expected": float(expected)},
+                 "gaussian_closed_form": closed_form.tolist(), "gaussian_formula": formula.tolist()},
         "commitment": {"levels": list(COMMIT_LEVELS), "eigvals": lam[:r].tolist(),
-                       "sigma_at_level": commit,
-                       "ratio_by_step": _nan_list(ratios.T)},
+                       "sigma_at_level": commit, "ratio_by_step": ratios.T.tolist()},
         "perturbation": {"norm": perturb_norm, "seed": seed, "steps": steps,
                          "sigma": [float(sigmas[k]) for k in steps],
                          "gain_mean": pert["gain"].mean(1).tolist(),
-                         **{f"gain_{name}": torch.quantile(pert["gain"], q, dim=1).tolist()
-                            for name, q in (("q25", 0.25), ("median", 0.5), ("q75", 0.75))},
-                         "gaussian_gain_mean": predicted.mean(1).tolist()},
+                         **{f"gain_{k}": v for k, v in metrics.quartiles(pert["gain"], dim=1).items()},
+                         "gain_by_sample": pert["gain"].T.tolist(),
+                         "gaussian_gain_mean": predicted.mean(1).tolist(),
+                         "gaussian_gain_median": predicted.median(1).values.tolist()},
         "_states": path["states"], "_closed": closed, "_denoised": path["denoised"],
     }
-
-
-def _nan_list(t):
-    """``t.tolist()`` with NaN as None (valid JSON)."""
-    return [_nan_list(v) for v in t] if t.dim() else (None if math.isnan(float(t)) else float(t))
 
 
 def plot_trajectory_geometry(result, path):
@@ -317,21 +317,17 @@ def plot_trajectory_geometry(result, path):
                                         ("Gaussian closed form", top2["gaussian_closed_form"]))):
         rest = [max(1 - v, 1e-16) for v in values]
         ax.scatter([x + 0.1 * ((i % 5) - 2) for i in range(len(rest))], rest, s=10, color=f"C{x}")
-    ax.axhline(max(1 - top2["gaussian_expected"], 1e-16), color="k", ls="--",
-               label="Gaussian, expected over starts")
     ax.set_xticks([0, 1], ["denoiser", "Gaussian\nclosed form"])
     ax.set(yscale="log", xlim=(-0.6, 1.6), ylabel="1 − (variance share of the top 2 PCs)",
            title="how far from a plane: variance outside the top 2 PCs")
-    ax.legend(fontsize=8)
 
     ax = axes[2]
     com = result["commitment"]
     lam = com["eigvals"]
     for q, color in zip(com["levels"], ("C0", "C3")):
         entry = com["sigma_at_level"][f"{q:g}"]
-        measured = [float("nan") if v is None else v for v in entry["measured"]]
-        rho = "n/a" if entry["rank_correlation"] is None else f"{entry['rank_correlation']:.2f}"
-        ax.scatter(lam, measured, s=8, color=color, label=f"denoiser, {q:.0%} committed (Spearman {rho})")
+        ax.scatter(lam, entry["measured"], s=8, color=color,
+                   label=f"denoiser, {q:.0%} committed (Spearman {entry['rank_correlation']:.2f})")
         ax.plot(lam, entry["gaussian"], color=color, lw=1, label=f"Gaussian: sqrt(λ(1/{q:g}² − 1))")
     ax.set(xscale="log", yscale="log", xlabel="variance λ of the eigen-direction",
            ylabel="σ at which x̂0's component is committed", title="outline first, details later")
@@ -339,11 +335,11 @@ def plot_trajectory_geometry(result, path):
 
     ax = axes[3]
     pert = result["perturbation"]
-    ax.plot(pert["sigma"], pert["gain_mean"], marker="o", ms=3, color="C0", label="denoiser, mean over samples")
-    ax.plot(pert["sigma"], pert["gain_median"], ls=":", color="C0", label="denoiser, median and quartiles")
+    ax.plot(pert["sigma"], pert["gain_median"], marker="o", ms=3, color="C0", label="denoiser, median and quartiles")
     ax.fill_between(pert["sigma"], pert["gain_q25"], pert["gain_q75"], color="C0", alpha=0.2)
-    ax.plot(pert["sigma"], pert["gaussian_gain_mean"], "k--", label="Gaussian flow, same perturbations")
-    ax.set(xscale="log", xlabel="σ at which the perturbation is added",
+    ax.plot(pert["sigma"], pert["gain_mean"], ls=":", color="C0", label="denoiser, mean")
+    ax.plot(pert["sigma"], pert["gaussian_gain_median"], "k--", label="Gaussian flow, same perturbations (median)")
+    ax.set(xscale="log", yscale="log", xlabel="σ at which the perturbation is added",
            ylabel="|Δ final| / |perturbation|", title=f"perturbation sensitivity (norm {pert['norm']:g})")
     ax.invert_xaxis()
     ax.legend(fontsize=8)
@@ -351,10 +347,7 @@ def plot_trajectory_geometry(result, path):
         ax.grid(alpha=0.3)
     fig.suptitle(f"trajectory geometry ({result['method']}, {len(result['sigmas']) - 1} steps, "
                  f"{result['n_samples']} samples)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 __all__ = ["commit_sigma", "component_ratios", "gaussian_commit_sigma", "gaussian_flow_gain",

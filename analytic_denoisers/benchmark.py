@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 
 from . import __version__, datasets, io, metrics, registry, scales, schedules
 from .base import data_fingerprint
-from .sampling import SAMPLERS, CountingDenoiser, sample, seeded_noise
+from .sampling import CountingDenoiser, get_sampler, sample, seeded_noise
 from .viz import pyplot, save_figure, save_labelled_rows
 
 DEFAULT_REFERENCE_ENV = "ANALYTIC_DENOISERS_DEFAULT_UNET"
@@ -127,8 +127,7 @@ def _check_protocol(p):
         seed = p[section]["seed"]
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise ValueError(f"{section}.seed must be an int >= 0, got {seed!r}")
-    if p["sampling"]["sampler"] not in SAMPLERS:
-        raise ValueError(f"unknown sampler {p['sampling']['sampler']!r}; choose one of {sorted(SAMPLERS)}")
+    get_sampler(p["sampling"]["sampler"])
     for section, key in (("denoising", "n_images"), ("denoising", "batch_size"), ("sampling", "n_samples"),
                          ("sampling", "steps"), ("gate", "n_images")):
         value = p[section][key]

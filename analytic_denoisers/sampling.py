@@ -142,6 +142,13 @@ def seeded_noise(seeds, shape, *, dtype=torch.float32, device=None):
 SAMPLERS = {"euler": sample_euler, "heun": sample_heun, "ddim": sample_ddim}
 
 
+def get_sampler(method):
+    """The sampler function named ``method`` (a key of ``SAMPLERS``); ValueError for any other name."""
+    if method not in SAMPLERS:
+        raise ValueError(f"unknown sampler {method!r}; choose one of {sorted(SAMPLERS)}")
+    return SAMPLERS[method]
+
+
 def sample(denoiser, noise, sigmas, method="heun", *, y=None, callback=None, return_trajectory=False):
     """Generate images: integrate the probability-flow ODE from ``sigmas[0] * noise`` to 0.
 
@@ -164,8 +171,7 @@ def sample(denoiser, noise, sigmas, method="heun", *, y=None, callback=None, ret
     Tensor of shape (N, C, H, W), or ``(x, trajectory)`` with trajectory of shape
     (len(sigmas), N, C, H, W) when ``return_trajectory`` is set.
     """
-    if method not in SAMPLERS:
-        raise ValueError(f"unknown sampler {method!r}; choose one of {sorted(SAMPLERS)}")
+    sampler = get_sampler(method)
     sigmas = check_sigmas(sigmas)
     x = as_images(noise, name="noise") * float(sigmas[0])
     states = [x]
@@ -175,5 +181,5 @@ def sample(denoiser, noise, sigmas, method="heun", *, y=None, callback=None, ret
         if callback is not None:
             callback(info)
 
-    x = SAMPLERS[method](denoiser, x, sigmas, y=y, callback=record if return_trajectory else callback)
+    x = sampler(denoiser, x, sigmas, y=y, callback=record if return_trajectory else callback)
     return (x, torch.stack(states)) if return_trajectory else x

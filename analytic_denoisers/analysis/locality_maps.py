@@ -76,8 +76,8 @@ def locality_maps(denoiser, gaussian, x0, sigmas, pixels, threshold=0.005, seed=
     quartiles over images and pixels of ``cosine`` (Jacobian row against Wiener row) and
     ``mass_in_mask`` (share of the row's absolute mass inside the mask), their per-pixel
     medians, the Wiener row's own share of mass inside the mask (what a perfect match would
-    score) and the mask's size; under ``_maps`` the rows for the figure, (P, d) each: the
-    Jacobian of image 0, the mean Jacobian over images, the Wiener rows and the masks.
+    score) and the mask's size; under ``_maps`` the rows for the figure, (P, d) each: the mean
+    Jacobian over images, the Wiener rows and the masks.
     """
     x0 = as_images(x0, name="x0", image_shape=gaussian.image_shape_)
     if any(not float(s) > 0 for s in sigmas):
@@ -102,7 +102,7 @@ def locality_maps(denoiser, gaussian, x0, sigmas, pixels, threshold=0.005, seed=
                      "cosine_by_pixel": cosine.nanmedian(0).values.tolist(),
                      "mass_in_mask_by_pixel": mass.nanmedian(0).values.tolist(),
                      "mask_size_by_pixel": mask.sum(1).tolist()})
-        maps.append({"jacobian": J[0], "mean_jacobian": J.mean(0), "wiener": W, "mask": mask})
+        maps.append({"mean_jacobian": J.mean(0), "wiener": W, "mask": mask})
     return {"sigmas": [float(s) for s in sigmas], "pixels": idx, "threshold": threshold,
             "n_images": len(x0), "seed": seed, "by_sigma": rows, "_maps": maps}
 

@@ -9,7 +9,7 @@ full run from the same noise.
 """
 
 from .. import metrics
-from ..sampling import SAMPLERS, CountingDenoiser, sample
+from ..sampling import CountingDenoiser, get_sampler, sample
 from ..schedules import check_sigmas
 from ..viz import pyplot, save_figure
 
@@ -33,8 +33,7 @@ def teleport_sample(denoiser, gaussian, noise, sigmas, skip, method="heun"):
     sigmas = check_sigmas(sigmas)
     if isinstance(skip, bool) or not isinstance(skip, int) or not 0 <= skip <= len(sigmas) - 2:
         raise ValueError(f"skip must be an int in [0, {len(sigmas) - 2}], got {skip!r}")
-    if method not in SAMPLERS:
-        raise ValueError(f"unknown sampler {method!r}; choose one of {sorted(SAMPLERS)}")
+    get_sampler(method)  # fail before the closed-form jump
     counting = CountingDenoiser(denoiser)
     start = noise
     if skip:  # the closed-form state at sigmas[skip], expressed as noise for sample()

@@ -28,7 +28,7 @@ from scipy.stats import spearmanr
 from .. import metrics
 from ..base import as_images
 from ..gaussian import gaussian_trajectory
-from ..sampling import SAMPLERS, sample
+from ..sampling import get_sampler, sample
 from ..schedules import check_sigmas
 from ..viz import pyplot, save_figure
 
@@ -217,8 +217,7 @@ def perturbation_sensitivity(denoiser, states, sigmas, steps, norm=1.0, method="
     sigmas = check_sigmas(sigmas)
     if not norm > 0:
         raise ValueError(f"norm must be positive, got {norm}")
-    if method not in SAMPLERS:
-        raise ValueError(f"unknown sampler {method!r}; choose one of {sorted(SAMPLERS)}")
+    sampler = get_sampler(method)
     if len(states) != len(sigmas):
         raise ValueError(f"states must hold one state per sigma: {len(sigmas)} sigmas, got {len(states)} states")
     steps = _check_steps(steps, len(sigmas) - 1)
@@ -229,7 +228,7 @@ def perturbation_sensitivity(denoiser, states, sigmas, steps, norm=1.0, method="
     delta = delta.to(final.dtype).to(final.device)
     gains = []
     for k in steps:
-        moved = SAMPLERS[method](denoiser, as_images(states[k] + delta), sigmas[k:])
+        moved = sampler(denoiser, as_images(states[k] + delta), sigmas[k:])
         gains.append((moved - final).reshape(len(final), -1).double().norm(dim=1).cpu() / norm)
     return {"delta": delta, "gain": torch.stack(gains)}
 
@@ -254,8 +253,7 @@ def trajectory_geometry(denoiser, gaussian, noise, sigmas, method="heun", pertur
     """
     noise = as_images(noise, name="noise", image_shape=gaussian.image_shape_)
     sigmas = check_sigmas(sigmas)
-    if method not in SAMPLERS:
-        raise ValueError(f"unknown sampler {method!r}; choose one of {sorted(SAMPLERS)}")
+    get_sampler(method)  # fail before sampling
     S = len(sigmas) - 1
     steps = list(range(S)) if perturb_steps is None else _check_steps(perturb_steps, S)
     mean, lam, U = (t.double().cpu() for t in (gaussian.mean_, gaussian.eigvals_, gaussian.eigvecs_))

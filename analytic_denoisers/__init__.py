@@ -16,7 +16,7 @@ Vocabulary (used the same way everywhere in this package):
 ``alpha_bar``
     Cumulative signal fraction of a variance-preserving (DDPM) process,
     ``x_t = sqrt(alpha_bar) x0 + sqrt(1 - alpha_bar) eps``; only used at the edges
-    (:mod:`analytic_denoisers.schedules`), where ``sigma**2 = (1 - alpha_bar) / alpha_bar``.
+    (:mod:`analytic_denoisers.sampling.schedules`), where ``sigma**2 = (1 - alpha_bar) / alpha_bar``.
 ``mean_``, ``eigvals_``, ``eigvecs_``
     Fitted pixel mean and covariance eigenpairs (fitted state ends in ``_``).
 
@@ -29,17 +29,24 @@ Quick start::
     samples = ad.sample(den, torch.randn(16, 1, 28, 28), ad.schedules.karras(18, 0.002, 80))
 """
 
-__version__ = "0.1.0"
-
-from . import analysis, datasets, metrics, scales, schedules, stats
-from .base import DenoiserMixin
-from .empirical import EmpiricalOptimalDenoiser, empirical_posterior_mean
-from .gaussian import GaussianDenoiser, gaussian_posterior_mean, gaussian_trajectory
-from .io import FileFormatError, load
-from .locality import PCALocalityDenoiser, locality_masks, pca_locality_posterior_mean
-from .patches import LocalScoreDenoiser, PatchCompositeDenoiser
-from .sampling import sample, sample_ddim, sample_euler, sample_heun
-from .unet import UNetDenoiser
+from . import analysis, bench, datasets, metrics, registry, scales, testing
+from .core.artifact import FileFormatError
+from .core.contract import DenoiserMixin
+from .core.version import __version__
+from .denoisers.empirical import EmpiricalOptimalDenoiser
+from .denoisers.gaussian import GaussianDenoiser
+from .denoisers.locality import PCALocalityDenoiser
+from .denoisers.patches import LocalScoreDenoiser, PatchCompositeDenoiser
+from .kernels import moments as stats
+from .kernels.empirical import empirical_posterior_mean
+from .kernels.locality import locality_masks, pca_locality_posterior_mean
+from .kernels.patches import (equivariant_local_score_posterior_mean, local_score_posterior_mean,
+                              patch_composite_posterior_mean)
+from .kernels.wiener import gaussian_posterior_mean, gaussian_trajectory
+from .registry import load
+from .sampling import schedules
+from .sampling.samplers import sample, sample_ddim, sample_euler, sample_heun
+from .unet.estimator import UNetDenoiser
 
 __all__ = [
     "DenoiserMixin",
@@ -50,15 +57,21 @@ __all__ = [
     "PCALocalityDenoiser",
     "PatchCompositeDenoiser",
     "UNetDenoiser",
+    "__version__",
     "analysis",
+    "bench",
     "datasets",
     "empirical_posterior_mean",
+    "equivariant_local_score_posterior_mean",
     "gaussian_posterior_mean",
     "gaussian_trajectory",
     "load",
-    "metrics",
+    "local_score_posterior_mean",
     "locality_masks",
+    "metrics",
+    "patch_composite_posterior_mean",
     "pca_locality_posterior_mean",
+    "registry",
     "sample",
     "sample_ddim",
     "sample_euler",
@@ -66,4 +79,5 @@ __all__ = [
     "scales",
     "schedules",
     "stats",
+    "testing",
 ]

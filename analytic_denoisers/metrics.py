@@ -6,6 +6,8 @@ R², MSE and explained variance and the median of Pearson r over images). An ima
 reference is constant has no R² or r: those entries are NaN, never a silent 0 or 1.
 """
 
+from typing import Callable, NamedTuple
+
 import numpy as np
 import torch
 
@@ -45,12 +47,20 @@ def explained_variance(a, b):
     return 1 - (a - b).square().sum(1) / torch.where(total > 0, total, torch.nan)
 
 
-# name -> (per-image function, how the protocol summarises it over images)
+class Metric(NamedTuple):
+    """A per-image metric, how the protocol summarises it over images, and its direction."""
+
+    fn: Callable
+    summary: str  # "mean" or "median"
+    greater_is_better: bool
+
+
+# the one table of metrics, for the benchmark protocol and for calibration
 METRICS = {
-    "r2": (r2, "mean"),
-    "pearson": (pearson, "median"),
-    "mse": (mse, "mean"),
-    "explained_variance": (explained_variance, "mean"),
+    "r2": Metric(r2, "mean", True),
+    "pearson": Metric(pearson, "median", True),
+    "mse": Metric(mse, "mean", False),
+    "explained_variance": Metric(explained_variance, "mean", True),
 }
 
 
@@ -59,7 +69,7 @@ def summarise(a, b):
     images (NaN entries are left out of the mean or median; the median of an even count is the
     mean of the two middle values): dict name -> float."""
     out = {}
-    for name, (fn, how) in METRICS.items():
+    for name, (fn, how, _) in METRICS.items():
         values = fn(a, b)
         values = values.cpu().numpy()
         out[name] = float(np.nanmean(values) if how == "mean" else np.nanmedian(values))

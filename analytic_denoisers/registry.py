@@ -1,10 +1,17 @@
-"""Name -> estimator class for every denoiser the CLI and the benchmark can fit."""
+"""Name -> estimator class for every denoiser of the package, and :func:`load`, which finds the
+class of a saved file here (never by importing the package root)."""
 
-from .empirical import EmpiricalOptimalDenoiser
-from .gaussian import GaussianDenoiser
-from .locality import PCALocalityDenoiser
-from .patches import LocalScoreDenoiser, PatchCompositeDenoiser
+import inspect
 
+from .core.artifact import FileFormatError, read
+from .denoisers.empirical import EmpiricalOptimalDenoiser
+from .denoisers.gaussian import GaussianDenoiser
+from .denoisers.locality import PCALocalityDenoiser
+from .denoisers.patches import LocalScoreDenoiser, PatchCompositeDenoiser
+from .scales.table import json_object_hook
+from .unet.estimator import UNetDenoiser
+
+# the analytical methods, which the CLI and the benchmark fit by name
 METHODS = {
     "gaussian": GaussianDenoiser,
     "empirical": EmpiricalOptimalDenoiser,
@@ -13,6 +20,8 @@ METHODS = {
     "patch-composite": PatchCompositeDenoiser,
 }
 
+# every class a saved file may hold, by class name
+CLASSES = {cls.__name__: cls for cls in [*METHODS.values(), UNetDenoiser]}
 
 # hyper-parameters that the papers' configurations set per dataset: (method, dataset) -> params
 DATASET_DEFAULTS = {
@@ -30,3 +39,43 @@ def make(name, dataset=None, **params):
     if name not in METHODS:
         raise ValueError(f"unknown method {name!r}; choose one of {sorted(METHODS)}")
     return METHODS[name](**{**DATASET_DEFAULTS.get((name, dataset), {}), **params})
+
+
+def _restore_tuples(cls, params):
+    """JSON turns tuples into lists: give back tuples where the constructor's default is one."""
+    defaults = inspect.signature(cls).parameters
+    return {k: tuple(v) if isinstance(v, list) and k in defaults and isinstance(defaults[k].default, tuple)
+            else v for k, v in params.items()}
+
+
+def load(path, *, classes=()):
+    """Load a denoiser saved with ``est.save(path)``.
+
+    Parameters
+    ----------
+    path : str or Path
+    classes : sequence of estimator classes to look in besides :data:`CLASSES` (for your own
+        denoisers, which the registry does not know)
+
+    Raises
+    ------
+    FileNotFoundError if the file does not exist; FileFormatError (a ValueError) if it is not a
+    complete analytic_denoisers file, holds an unknown class, or was written by a newer schema.
+    """
+    name, params, state = read(path, object_hook=json_object_hook)
+    known = {**CLASSES, **{c.__name__: c for c in classes}}
+    cls = known.get(name)
+    if cls is None:
+        raise FileFormatError(f"{path}: unknown denoiser class {name!r}; known: {sorted(known)}")
+    missing = sorted(set(cls._fitted_state) - set(state))
+    if missing:
+        raise FileFormatError(f"{path}: truncated or corrupt contents (missing fitted state {missing}); "
+                              "re-create it with est.save or `analytic-denoisers fit`")
+    try:
+        estimator = cls(**_restore_tuples(cls, params))
+        estimator._validate_params()
+    except (TypeError, ValueError) as err:
+        raise FileFormatError(f"{path}: unusable parameters for {name} ({err})") from None
+    vars(estimator).update(state)
+    estimator._cache = {}
+    return estimator

@@ -5,7 +5,7 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from ._compat import import_torchvision
+from .core.compat import import_torchvision
 
 
 def pyplot():

@@ -9,7 +9,8 @@ import torch
 import analytic_denoisers as ad
 from analytic_denoisers.analysis import chromatography, locality_maps, teleport_sample, teleportation, trajectory
 from analytic_denoisers.cli import main
-from problems import TINY_UNET, gaussian_problem, tiny_images
+from analytic_denoisers.kernels.wiener import wiener_matrix
+from references import TINY_UNET, gaussian_problem, tiny_images
 
 
 @pytest.fixture(scope="module")
@@ -252,7 +253,7 @@ def test_jacobian_of_the_gaussian_is_its_wiener_matrix(gaussian):
     pixels = [0, 4, 8]
     for sigma in (0.05, 1.0):
         J = locality_maps.jacobian_rows(gaussian, x, sigma, pixels)
-        W = ad.locality.wiener_matrix(sigma, gaussian.eigvals_, gaussian.eigvecs_)[pixels]
+        W = wiener_matrix(sigma, gaussian.eigvals_, gaussian.eigvecs_)[pixels]
         torch.testing.assert_close(J, W.expand(3, -1, -1), rtol=0, atol=1e-12)
     result = locality_maps.locality_maps(gaussian, gaussian, x, [0.1, 1.0], pixels)
     for row in result["by_sigma"]:
@@ -279,7 +280,7 @@ def test_locality_maps_reject_bad_input(gaussian):
     x = _noise(1, seed=8)
     with pytest.raises(ValueError, match="pixels must be flat indices"):
         locality_maps.jacobian_rows(gaussian, x, 1.0, [9])
-    with pytest.raises(ValueError, match="sigmas must be positive"):
+    with pytest.raises(ValueError, match="sigmas must be a non-empty list of positive numbers"):
         locality_maps.locality_maps(gaussian, gaussian, x, [0.0], [0])
     with pytest.raises(ValueError, match="outside the 3x3 image"):
         locality_maps.pixel_indices((1, 3, 3), [(3, 0)])

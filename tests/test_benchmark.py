@@ -9,9 +9,9 @@ import pytest
 import torch
 
 import analytic_denoisers as ad
-from analytic_denoisers import benchmark, metrics
+from analytic_denoisers import bench as benchmark, metrics
 from analytic_denoisers.cli import main
-from problems import TINY_UNET
+from references import TINY_UNET
 
 N_TRAIN = 48
 
@@ -174,7 +174,7 @@ def test_writers(tmp_path, gaussian_file):
     ({"params": {"gaussian": 5}}, "params of 'gaussian' must be an object"),
     ({"params": {"nope": {}}}, "unknown methods"),
     ({"sampling": {"sigma_max": 0}}, "sigma_max must be a positive number"),
-    ({"denoising": {"seed": -1}}, "seed must be an int >= 0"),
+    ({"denoising": {"seed": -1}}, "seed must be an integer >= 0"),
 ])
 def test_bad_protocols_raise(overrides, match):
     with pytest.raises(ValueError, match=match):

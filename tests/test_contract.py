@@ -8,7 +8,7 @@ from sklearn.exceptions import NotFittedError
 
 import analytic_denoisers as ad
 from analytic_denoisers.registry import METHODS
-from problems import TINY_UNET, tiny_images
+from references import TINY_UNET, tiny_images
 
 SHAPE = (1, 6, 6)
 # every registered method, variants that take a different code path, and the reference

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import analytic_denoisers as ad
-from analytic_denoisers.empirical import empirical_posterior_mean
-from problems import empirical_reference, randn, tiny_images
+from analytic_denoisers.kernels.empirical import empirical_posterior_mean
+from references import empirical_reference, randn, tiny_images
 
 SIGMAS = [1e-3, 1e-2, 0.1, 0.5, 1.0, 10.0, 1e2, 1e3]
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import analytic_denoisers as ad
-from analytic_denoisers.stats import merge_moments, moments
-from problems import randn, gaussian_problem, tiny_images, wiener_reference
+from analytic_denoisers.kernels.moments import merge_moments, moments
+from references import randn, gaussian_problem, tiny_images, wiener_reference
 
 
 @pytest.mark.parametrize("sigma", [1e-2, 0.3, 1.0, 10.0, 1e2])

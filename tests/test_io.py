@@ -8,8 +8,9 @@ import pytest
 import torch
 
 import analytic_denoisers as ad
-from analytic_denoisers import io
-from problems import tiny_images
+from analytic_denoisers.core import artifact as io
+from analytic_denoisers.core.files import write_json
+from references import tiny_images
 
 
 @pytest.fixture
@@ -125,7 +126,7 @@ def test_unfitted_estimator_cannot_be_saved(tmp_path):
 
 
 def test_write_json_is_strict_with_undefined_numbers_as_null(tmp_path):
-    path = io.write_json(tmp_path / "sub" / "r.json", {"a": [1.5, float("nan")], "b": (float("inf"), -float("inf")),
+    path = write_json(tmp_path / "sub" / "r.json", {"a": [1.5, float("nan")], "b": (float("inf"), -float("inf")),
                                                        "c": {"d": 2}})
     text = path.read_text()
     assert json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}")) == \

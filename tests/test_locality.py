@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import analytic_denoisers as ad
-from analytic_denoisers.locality import block_plan, pca_locality_posterior_mean
-from problems import pca_locality_reference, tiny_images
+from analytic_denoisers.kernels.locality import block_plan, pca_locality_posterior_mean
+from references import pca_locality_reference, tiny_images
 
 
 @pytest.mark.parametrize("shape", [(1, 5, 5), (3, 3, 4)])
@@ -110,6 +110,8 @@ def test_threshold_schedule_is_a_function_of_sigma():
 
 
 def test_invalid_threshold_is_rejected():
-    den = ad.PCALocalityDenoiser(threshold=1.5).fit(tiny_images(5))
-    with pytest.raises(ValueError, match="threshold"):
+    with pytest.raises(ValueError, match="threshold must be a number in"):
+        ad.PCALocalityDenoiser(threshold=1.5).fit(tiny_images(5))  # refused at fit
+    den = ad.PCALocalityDenoiser(threshold=lambda sigma: 1.5).fit(tiny_images(5))
+    with pytest.raises(ValueError, match="threshold"):  # a schedule's value: refused where read
         den(tiny_images(2), 1.0)

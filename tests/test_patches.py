@@ -4,9 +4,9 @@ import pytest
 import torch
 
 import analytic_denoisers as ad
-from analytic_denoisers.patches import (build_patch_index, equivariant_local_score_posterior_mean,
-                                        equivariant_position_sets, merge_duplicates, window_sums)
-from problems import empirical_reference, local_score_reference, patch_composite_reference, randn, tiny_images
+from analytic_denoisers.kernels.patch_index import build_patch_index, merge_duplicates
+from analytic_denoisers.kernels.patches import equivariant_local_score_posterior_mean, equivariant_position_sets, window_sums
+from references import empirical_reference, local_score_reference, patch_composite_reference, randn, tiny_images
 
 SIGMAS = [1e-2, 0.1, 1.0, 10.0, 1e2]
 MODES = {"ls": dict(equivariant=False), "els": dict(equivariant=True, padding="circular"),
@@ -123,11 +123,12 @@ def test_patch_size_schedule_and_validation():
     assert ad.LocalScoreDenoiser(patch_size=99).fit(data).patch_size_at(1.0) == 11
     assert ad.LocalScoreDenoiser(patch_size=99, equivariant=True, padding="circular").fit(data).patch_size_at(1.0) == 11
     assert ad.PatchCompositeDenoiser(patch_size=99).fit(data).patch_size_at(1.0) == 6
-    for bad in (4, 0, -3, 2.5):
-        with pytest.raises(ValueError, match="positive odd integer"):
-            ad.LocalScoreDenoiser(patch_size=bad).fit(data)(x, 1.0)
-    with pytest.raises(ValueError, match="a number or a schedule"):
-        ad.LocalScoreDenoiser(patch_size="5").fit(data)(x, 1.0)
+    for bad in (4, 0, -3, 2.5, "5"):  # refused at fit
+        with pytest.raises(ValueError, match="patch_size must be a positive odd integer"):
+            ad.LocalScoreDenoiser(patch_size=bad).fit(data)
+    for bad in (4, 0, 2.5):  # a schedule's value: refused where read
+        with pytest.raises(ValueError, match="patch_size at sigma = 1 must be a positive odd integer"):
+            ad.LocalScoreDenoiser(patch_size=lambda sigma: bad).fit(data)(x, 1.0)
     with pytest.raises(ValueError, match="positive integer"):
         ad.PatchCompositeDenoiser(patch_size=0).fit(data)(x, 1.0)
     with pytest.raises(ValueError, match="padding"):

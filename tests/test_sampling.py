@@ -6,9 +6,10 @@ import pytest
 import torch
 
 import analytic_denoisers as ad
-from analytic_denoisers import schedules
-from analytic_denoisers.sampling import sample_ddim_vp, seeded_noise
-from problems import randn, gaussian_problem, tiny_images
+from analytic_denoisers.sampling import schedules
+from analytic_denoisers.core.noise import seeded_noise
+from analytic_denoisers.sampling.samplers import sample_ddim_vp
+from references import randn, gaussian_problem, tiny_images
 
 
 def _is_schedule(s, n):

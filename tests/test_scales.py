@@ -7,11 +7,13 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from sklearn.exceptions import NotFittedError
 
 import analytic_denoisers as ad
-from analytic_denoisers import io, scales
+from analytic_denoisers import scales
+from analytic_denoisers.core import artifact as io
 from analytic_denoisers.scales import Table
-from problems import randn, tiny_images
+from references import randn, tiny_images
 
 
 # -- value_at ----------------------------------------------------------------------------------
@@ -176,7 +178,7 @@ def test_wiener_extent_from_a_fitted_gaussian_denoiser():
     radii = scales.wiener_radii(80.0, den.eigvals_, den.eigvecs_, den.image_shape_, 0.0)
     far = scales.chebyshev_distances((1, 5, 5)).amax(0)
     assert torch.equal(radii, far) and far[0] == 4 and far[12] == 2  # corner, centre
-    with pytest.raises(ad.base.NotFittedError):
+    with pytest.raises(NotFittedError):
         scales.wiener_extent_schedule(ad.GaussianDenoiser(), [1.0])
     with pytest.raises(ValueError, match="eigvals_"):
         scales.wiener_extent_schedule(object(), [1.0])

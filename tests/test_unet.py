@@ -7,9 +7,13 @@ import pytest
 import torch
 
 import analytic_denoisers as ad
-from analytic_denoisers import unet
-from analytic_denoisers.unet import UNet, UNetDenoiser, edm_coefficients, log_path
-from problems import TINY_UNET, tiny_images
+from analytic_denoisers.unet import training
+from analytic_denoisers.unet.estimator import UNetDenoiser
+from analytic_denoisers.unet.network import UNet
+from analytic_denoisers.unet.precond import edm_coefficients
+from analytic_denoisers.core.artifact import info
+from analytic_denoisers.unet.training import log_path
+from references import TINY_UNET, tiny_images
 
 
 @pytest.mark.parametrize("shape", [(1, 6, 6), (1, 5, 7), (3, 8, 8), (1, 28, 28)])
@@ -92,7 +96,7 @@ def test_resumed_training_equals_an_uninterrupted_run(tmp_path):
 def test_interrupted_training_saves_a_checkpoint_and_resumes(tmp_path, monkeypatch):
     X = tiny_images(20, dtype=torch.float32)
     straight = UNetDenoiser(**{**TINY_UNET, "steps": 5}).fit(X, log_every=2)
-    real_loss, calls = unet._Training.loss, []
+    real_loss, calls = training.Training.loss, []
 
     def interrupt_at_step_4(self, x0):
         calls.append(1)
@@ -100,11 +104,11 @@ def test_interrupted_training_saves_a_checkpoint_and_resumes(tmp_path, monkeypat
             raise KeyboardInterrupt
         return real_loss(self, x0)
 
-    monkeypatch.setattr(unet._Training, "loss", interrupt_at_step_4)
+    monkeypatch.setattr(training.Training, "loss", interrupt_at_step_4)
     est = UNetDenoiser(**{**TINY_UNET, "steps": 5})
     with pytest.raises(KeyboardInterrupt):
         est.fit(X, checkpoint=tmp_path / "x.ckpt", checkpoint_every=10, log_every=2)
-    monkeypatch.setattr(unet._Training, "loss", real_loss)
+    monkeypatch.setattr(training.Training, "loss", real_loss)
     assert torch.load(tmp_path / "x.ckpt", weights_only=True)["step"] == 3
     resumed = est.fit(X, checkpoint=tmp_path / "x.ckpt", checkpoint_every=10, log_every=2)
     assert torch.equal(resumed.weights_, straight.weights_)
@@ -135,8 +139,8 @@ def test_bad_training_arguments_raise():
     X = tiny_images(4, dtype=torch.float32)
     with pytest.raises(ValueError, match="unconditional"):
         UNetDenoiser(**TINY_UNET).fit(X, np.zeros(4, dtype=int))
-    for bad, match in [({"steps": 0}, "steps must be an int >= 1"), ({"random_state": None}, "random_state"),
-                       ({"lr": -1.0}, "lr must be a positive"), ({"ema_decay": 1.0}, r"ema_decay must be in \[0, 1\)")]:
+    for bad, match in [({"steps": 0}, "steps must be a positive integer"), ({"random_state": None}, "random_state"),
+                       ({"lr": -1.0}, "lr must be a positive"), ({"ema_decay": 1.0}, r"ema_decay must be a number in \[0, 1\)")]:
         with pytest.raises(ValueError, match=match):
             UNetDenoiser(**{**TINY_UNET, **bad}).fit(X)
 
@@ -154,6 +158,6 @@ def test_gradients_flow_to_the_input_not_the_weights():
 def test_saved_file_holds_the_loss_log(tmp_path):
     den = _fit(tiny_images(8, dtype=torch.float32), steps=3)
     den.save(tmp_path / "unet.h5")
-    info = ad.io.info(tmp_path / "unet.h5")
-    assert info["class"] == "UNetDenoiser" and info["params"]["channel_mult"] == [1, 2]
+    meta = info(tmp_path / "unet.h5")
+    assert meta["class"] == "UNetDenoiser" and meta["params"]["channel_mult"] == [1, 2]
     np.testing.assert_array_equal(ad.load(tmp_path / "unet.h5").loss_log_, den.loss_log_)

@@ -35,8 +35,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..base import as_images
-from ..schedules import check_sigmas
+from ..core.validation import Interval, as_images, check_scalar, check_sigmas
 from ..viz import pyplot, save_figure
 from .trajectory import commit_sigma, record_path
 
@@ -49,7 +48,7 @@ def default_levels(image_shape):
 def _check_levels(levels, image_shape):
     most = default_levels(image_shape)
     levels = most if levels is None else levels
-    if isinstance(levels, bool) or int(levels) != levels or not 1 <= levels <= most:
+    if not Interval(int, 1, most).is_satisfied_by(levels):
         raise ValueError(f"levels must be an integer in [1, {most}] for {image_shape[-2]}x{image_shape[-1]} "
                          f"images (more would only add empty bands), got {levels!r}")
     return int(levels)
@@ -67,8 +66,7 @@ def block_means(x, size):
     -------
     Tensor of shape (N, C, H, W): each pixel replaced by the mean of its block.
     """
-    if isinstance(size, bool) or int(size) != size or size < 1:
-        raise ValueError(f"size must be a positive integer, got {size!r}")
+    size = check_scalar(size, "size", Interval(int, 1))
     H, W = x.shape[-2:]
     pad = (0, (-W) % size, 0, (-H) % size)
     sums = F.avg_pool2d(F.pad(x, pad), size, divisor_override=1)

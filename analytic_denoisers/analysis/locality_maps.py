@@ -12,8 +12,9 @@ sigma^2)) U^T`` (the Jacobian of the Gaussian denoiser); their PCA-locality mask
 import torch
 
 from .. import metrics
-from ..base import as_images
-from ..locality import locality_masks, wiener_matrix
+from ..core.validation import Interval, Sequence, as_images, check_scalar
+from ..kernels.locality import locality_masks
+from ..kernels.wiener import wiener_matrix
 from ..viz import pyplot, save_figure
 
 
@@ -80,8 +81,7 @@ def locality_maps(denoiser, gaussian, x0, sigmas, pixels, threshold=0.005, seed=
     Jacobian over images, the Wiener rows and the masks.
     """
     x0 = as_images(x0, name="x0", image_shape=gaussian.image_shape_)
-    if any(not float(s) > 0 for s in sigmas):
-        raise ValueError(f"sigmas must be positive, got {list(sigmas)}")
+    sigmas = check_scalar([float(s) for s in sigmas], "sigmas", Sequence(Interval(float, 0, closed="neither")))
     eps = torch.randn(x0.shape, generator=torch.Generator().manual_seed(int(seed)), dtype=torch.float64)
     eps = eps.to(x0.dtype).to(x0.device)
     lam, U = gaussian.eigvals_.double().cpu(), gaussian.eigvecs_.double().cpu()

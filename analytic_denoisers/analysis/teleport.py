@@ -9,8 +9,8 @@ full run from the same noise.
 """
 
 from .. import metrics
-from ..sampling import CountingDenoiser, get_sampler, sample
-from ..schedules import check_sigmas
+from ..core.validation import Interval, check_scalar, check_sigmas
+from ..sampling.samplers import CountingDenoiser, get_sampler, sample
 from ..viz import pyplot, save_figure
 
 
@@ -31,8 +31,7 @@ def teleport_sample(denoiser, gaussian, noise, sigmas, skip, method="heun"):
     (Tensor of shape (N, C, H, W), int): the final samples and the number of denoiser calls.
     """
     sigmas = check_sigmas(sigmas)
-    if isinstance(skip, bool) or not isinstance(skip, int) or not 0 <= skip <= len(sigmas) - 2:
-        raise ValueError(f"skip must be an int in [0, {len(sigmas) - 2}], got {skip!r}")
+    skip = check_scalar(skip, "skip", Interval(int, 0, len(sigmas) - 2))
     get_sampler(method)  # fail before the closed-form jump
     counting = CountingDenoiser(denoiser)
     start = noise

@@ -26,10 +26,9 @@ import torch
 from scipy.stats import spearmanr
 
 from .. import metrics
-from ..base import as_images
-from ..gaussian import gaussian_trajectory
-from ..sampling import get_sampler, sample
-from ..schedules import check_sigmas
+from ..core.validation import as_images, check_sigmas
+from ..kernels.wiener import flow_gains, gaussian_trajectory
+from ..sampling.samplers import get_sampler, sample
 from ..viz import pyplot, save_figure
 
 COMMIT_LEVELS = (0.5, 0.9)
@@ -91,8 +90,7 @@ def gaussian_top2_fraction(eigvals, sigmas, coords, perp_sq):
     """
     eigvals = eigvals.double()
     sigmas = torch.as_tensor(sigmas, dtype=torch.float64, device=eigvals.device)
-    s2 = sigmas.square()[:, None]
-    gain = torch.sqrt((s2 + eigvals) / (s2[0] + eigvals))  # (S, r)
+    gain = flow_gains(eigvals, sigmas)  # (S, r)
     A = gain * coords.double()[:, None, :]  # (N, S, r)
     perp = torch.as_tensor(perp_sq, dtype=torch.float64, device=eigvals.device).clamp_min(0).sqrt()
     shrink = (sigmas / sigmas[0])[None, :, None] * perp[:, None, None]  # (N, S, 1)

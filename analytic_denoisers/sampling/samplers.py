@@ -12,24 +12,16 @@ import math
 
 import torch
 
-from .base import as_images
-from .schedules import alpha_bar_from_sigma, check_sigmas, sigma_from_alpha_bar
-
-
-def _denoise_fn(denoiser, y):
-    fn = denoiser.denoise if hasattr(denoiser, "denoise") else denoiser
-    if not callable(fn):
-        raise ValueError(
-            f"denoiser must have a denoise(x, sigma) method or be callable, got {type(denoiser).__name__}"
-        )
-    return fn if y is None else (lambda x, sigma: fn(x, sigma, y=y))
+from ..core.contract import as_denoise_fn
+from ..core.validation import as_images, check_sigmas
+from .schedules import alpha_bar_from_sigma, sigma_from_alpha_bar
 
 
 class CountingDenoiser:
     """Wraps a denoiser (or callable ``f(x, sigma)``) and counts its calls in ``.calls``."""
 
     def __init__(self, denoiser):
-        self.fn, self.calls = _denoise_fn(denoiser, None), 0
+        self.fn, self.calls = as_denoise_fn(denoiser, None), 0
 
     def __call__(self, x, sigma):
         self.calls += 1
@@ -44,7 +36,7 @@ def _report(callback, **info):
 @torch.no_grad()
 def sample_euler(denoiser, x, sigmas, *, y=None, callback=None):
     """First-order Euler steps ``x <- x + (sigma_next - sigma) (x - D(x, sigma)) / sigma``."""
-    denoise, sigmas = _denoise_fn(denoiser, y), check_sigmas(sigmas).tolist()
+    denoise, sigmas = as_denoise_fn(denoiser, y), check_sigmas(sigmas).tolist()
     for i, (sigma, sigma_next) in enumerate(zip(sigmas[:-1], sigmas[1:])):
         denoised = denoise(x, sigma)
         x_next = x + (sigma_next - sigma) * (x - denoised) / sigma
@@ -59,7 +51,7 @@ def sample_heun(denoiser, x, sigmas, *, y=None, callback=None):
 
     Costs two denoiser calls per step except the last step to sigma = 0, which is an Euler step.
     """
-    denoise, sigmas = _denoise_fn(denoiser, y), check_sigmas(sigmas).tolist()
+    denoise, sigmas = as_denoise_fn(denoiser, y), check_sigmas(sigmas).tolist()
     for i, (sigma, sigma_next) in enumerate(zip(sigmas[:-1], sigmas[1:])):
         denoised = denoise(x, sigma)
         slope = (x - denoised) / sigma  # dx/dsigma at sigma
@@ -90,7 +82,7 @@ def sample_ddim_vp(denoiser, x_t, alpha_bars, *, y=None, callback=None):
     """
     alpha_bars = torch.as_tensor(alpha_bars, dtype=torch.float64)
     sigmas = check_sigmas(sigma_from_alpha_bar(alpha_bars)).tolist()
-    denoise = _denoise_fn(denoiser, y)
+    denoise = as_denoise_fn(denoiser, y)
     for i, (a, a_next) in enumerate(zip(alpha_bars[:-1].tolist(), alpha_bars[1:].tolist())):
         denoised = denoise(x_t / math.sqrt(a), sigmas[i])  # the VE denoiser through the bridge
         eps = (x_t - math.sqrt(a) * denoised) / math.sqrt(1 - a)
@@ -117,26 +109,6 @@ def sample_ddim(denoiser, x, sigmas, *, y=None, callback=None):
     x_t = sample_ddim_vp(denoiser, x * math.sqrt(alpha_bars[0]), alpha_bars, y=y,
                          callback=None if callback is None else ve_callback)
     return x_t / math.sqrt(alpha_bars[-1])
-
-
-def seeded_noise(seeds, shape, *, dtype=torch.float32, device=None):
-    """Standard normal noise with one seed per image, so image i depends only on ``seeds[i]``.
-
-    Every method (and any batch size or device) sees bit-identical noise for the same seeds:
-    the noise is drawn on the CPU with one ``torch.Generator`` per seed, then moved.
-
-    Parameters
-    ----------
-    seeds : sequence of int, length N
-    shape : tuple (C, H, W)
-
-    Returns
-    -------
-    Tensor of shape (N, C, H, W).
-    """
-    noise = [torch.randn(tuple(shape), generator=torch.Generator().manual_seed(int(s)),
-                         dtype=dtype) for s in seeds]
-    return torch.stack(noise).to(device)
 
 
 SAMPLERS = {"euler": sample_euler, "heun": sample_heun, "ddim": sample_ddim}

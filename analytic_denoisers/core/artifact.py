@@ -1,4 +1,4 @@
-"""Saving and loading fitted denoisers as HDF5 files, atomically and with metadata.
+"""The HDF5 file format of a fitted estimator: written atomically, with metadata.
 
 Layout of a file (schema 1):
 
@@ -8,26 +8,24 @@ Layout of a file (schema 1):
 * group ``state``: one dataset per fitted tensor / array attribute (names ending in ``_``), and
   the attribute ``scalars`` (JSON of the other fitted attributes).
 
-Writes go to a temporary file in the same folder, which is renamed over the target only when
-complete, so an interrupted save never leaves a half-written file behind.
+This module writes and reads that layout; :func:`analytic_denoisers.registry.load` turns what
+:func:`read` returns back into an estimator, finding its class in the registry.
 """
 
 import datetime
-import inspect
 import json
-import math
-import os
-import tempfile
 from pathlib import Path
 
 import h5py
 import numpy as np
 import torch
 
-from .scales import json_default, json_object_hook
+from .files import atomic_write, dumps
+from .version import __version__
 
 FORMAT = "analytic_denoisers"
 SCHEMA_VERSION = 1
+REBUILD = "re-create it with est.save or `analytic-denoisers fit`"
 
 
 class FileFormatError(ValueError):
@@ -46,15 +44,11 @@ def save(estimator, path):
     estimator : a fitted denoiser of this package
     path : str or Path
     """
-    from . import __version__
-
-    estimator._check_fitted()
     path = Path(path)
     try:
-        params = json.dumps(estimator.get_params(deep=False), default=json_default)  # schedules as dicts
-    except TypeError as err:
-        raise ValueError(f"cannot save {type(estimator).__name__}: its parameters are not JSON "
-                         f"serialisable ({err})") from None
+        params = dumps(estimator.get_params(deep=False))  # schedules as their dicts
+    except ValueError as err:
+        raise ValueError(f"cannot save {type(estimator).__name__}: its parameters are {err}") from None
     arrays, scalars = {}, {}
     for name, value in _fitted_attributes(estimator).items():
         if isinstance(value, torch.Tensor):
@@ -84,54 +78,6 @@ def save(estimator, path):
     return atomic_write(path, write)
 
 
-def _read_umask():
-    umask = os.umask(0)
-    os.umask(umask)
-    return umask
-
-
-_UMASK = _read_umask()  # read once: os.umask can only be read by setting it, process-wide
-
-
-def atomic_write(path, write):
-    """Call ``write(tmp)`` on a temporary file beside ``path``, flush it to disk, then rename it
-    over ``path``: readers see the old file or the complete new one, never a partial write.
-
-    Returns ``path`` as a Path.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes the file private: give it the usual permissions
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
-
-
-def _finite_or_none(obj):
-    """NaN and ±inf (undefined numbers) as JSON null, through dicts, lists and tuples."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _finite_or_none(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite_or_none(v) for v in obj]
-    return obj
-
-
-def write_json(path, obj):
-    """Write ``obj`` as indented, strict JSON (NaN and ±inf as null), atomically; returns the Path."""
-    text = json.dumps(_finite_or_none(obj), indent=1, allow_nan=False) + "\n"
-    return atomic_write(path, lambda tmp: Path(tmp).write_text(text))
-
-
 def _open(path):
     path = Path(path)
     if not path.exists():
@@ -141,7 +87,7 @@ def _open(path):
         f = h5py.File(path, "r")
     except OSError as err:
         raise FileFormatError(f"{path}: not a readable HDF5 file, it may be truncated or corrupt "
-                              f"({err}); re-create it with est.save or `analytic-denoisers fit`") from None
+                              f"({err}); {REBUILD}") from None
     if f.attrs.get("format") != FORMAT:
         f.close()
         raise FileFormatError(f"{path}: an HDF5 file, but not one written by analytic_denoisers")
@@ -177,42 +123,34 @@ def info(path):
     return meta
 
 
-def _restore_tuples(cls, params):
-    """JSON turns tuples into lists: give back tuples where the constructor's default is one."""
-    defaults = inspect.signature(cls).parameters
-    return {k: tuple(v) if isinstance(v, list) and k in defaults and isinstance(defaults[k].default, tuple)
-            else v for k, v in params.items()}
+def read(path, object_hook=None):
+    """The class name, parameters and fitted state stored in ``path``.
 
+    Parameters
+    ----------
+    path : str or Path
+    object_hook : passed to ``json.loads`` for the parameters (rebuilds schedules)
 
-def load(path):
-    """Load a denoiser saved with ``est.save(path)``.
+    Returns
+    -------
+    (str, dict, dict): the class name, ``get_params()`` as saved, and the fitted attributes
+    (tensors, arrays and plain values; ``image_shape_`` and ``value_range_`` as tuples).
 
     Raises
     ------
     FileNotFoundError if the file does not exist; FileFormatError (a ValueError) if it is not a
     complete analytic_denoisers file or was written by a newer schema.
     """
-    import analytic_denoisers
-
     with _open(path) as f:
-        name = f.attrs.get("class")
-        cls = getattr(analytic_denoisers, str(name), None)
-        if not (isinstance(cls, type) and issubclass(cls, analytic_denoisers.DenoiserMixin)):
-            raise FileFormatError(f"{path}: unknown denoiser class {name!r}")
         try:
-            estimator = cls(**_restore_tuples(cls, json.loads(f.attrs["params"], object_hook=json_object_hook)))
+            name = str(f.attrs["class"])
+            params = json.loads(f.attrs["params"], object_hook=object_hook)
             state = json.loads(f["state"].attrs["scalars"])
             for key, ds in f["state"].items():
                 array = ds[()]
                 state[key] = torch.from_numpy(array) if ds.attrs["kind"] == "tensor" else array
-            missing = sorted(set(cls._fitted_state) - set(state))
-            if missing:
-                raise KeyError(f"missing fitted state {missing}")
             state["image_shape_"] = tuple(state["image_shape_"])
             state["value_range_"] = tuple(state["value_range_"])
         except (KeyError, OSError, ValueError, TypeError) as err:
-            raise FileFormatError(f"{path}: truncated or corrupt contents ({err}); "
-                                  "re-create it with est.save or `analytic-denoisers fit`") from None
-    vars(estimator).update(state)
-    estimator._cache = {}
-    return estimator
+            raise FileFormatError(f"{path}: truncated or corrupt contents ({err}); {REBUILD}") from None
+    return name, params, state

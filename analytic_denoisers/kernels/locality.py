@@ -1,4 +1,4 @@
-"""PCA-locality denoiser: locality masks derived from the data's covariance alone.
+"""PCA-locality kernel: locality masks derived from the data's covariance alone.
 
 Lukoianov et al., "Locality in image diffusion models emerges from data statistics"
 (arXiv 2509.09672). At noise level sigma the Wiener filter of the fitted Gaussian,
@@ -24,16 +24,10 @@ structure removes, and weights below the floor are too few to skip (on Fashion-M
 from typing import NamedTuple, Optional
 
 import torch
-from sklearn.base import BaseEstimator
 
-from .base import DenoiserMixin, as_training_images, data_summary
-from .empirical import log_weight_floor, resolve_chunk
-from .gaussian import GaussianDenoiser
-
-
-def wiener_matrix(sigma, eigvals, eigvecs):
-    """``U diag(lam / (lam + sigma^2)) U^T``, shape (d, d), for one float ``sigma``."""
-    return (eigvecs * (eigvals / (eigvals + sigma**2))) @ eigvecs.T
+from ..core.validation import as_level
+from .softmax import StreamingSoftmax, resolve_chunk
+from .wiener import wiener_matrix
 
 
 def locality_masks(sigma, eigvals, eigvecs, threshold):
@@ -204,7 +198,7 @@ def pca_locality_posterior_mean(x, sigma, data, mask, *, chunk_size=None, block_
     Parameters
     ----------
     x : Tensor of shape (N, C, H, W)
-    sigma : float, one noise level for the whole batch
+    sigma : float, one noise level for the whole batch (its masks are ``mask``)
     data : Tensor of shape (M, d), in the dtype and on the device of ``x``
     mask : bool Tensor of shape (d, d), ``mask[n, m]`` as in :func:`locality_masks`
     chunk_size : int, optional, training images per chunk (does not change the result)
@@ -225,14 +219,13 @@ def pca_locality_posterior_mean(x, sigma, data, mask, *, chunk_size=None, block_
             f"training data must have d = {d} features, dtype {x.dtype} and device {x.device} "
             f"like x; got d = {data_t.shape[0]}, {data_t.dtype}, {data_t.device}"
         )
-    chunk = min(resolve_chunk(chunk_size, n * 128), data_t.shape[1])  # default: ~4096 (query, image)
+    chunk = min(resolve_chunk(chunk_size, n * 128, 2**19, minimum=512), data_t.shape[1])  # ~4096 (query, image)
     plan = block_plan(mask.to(x.device), block_size, x.dtype)
     identity = plan.block_size >= d  # one dense block: outputs in pixel order
-    scale = -1 / (2 * float(sigma) ** 2)
+    scale = -1 / (2 * as_level(sigma) ** 2)
     twice_q = (2 * scale) * (queries - center).T[:, :, None]  # (d, N, 1)
-    floor = log_weight_floor(x.dtype)
-    run_max = queries.new_full((d, n), -torch.inf)
-    num, den = queries.new_zeros(d, n), queries.new_zeros(d, n)
+    # one softmax per (output pixel, query); sums kept in the input's dtype
+    acc = StreamingSoftmax((d, n, 1), x.dtype, x.device, sum_dtype=x.dtype)
     # work space reused by every chunk: fresh large blocks would be page-faulted in every time
     space = queries.new_empty(3 * d * n * chunk + 2 * d * chunk)
     for start in range(0, data_t.shape[1], chunk):
@@ -253,17 +246,10 @@ def pca_locality_posterior_mean(x, sigma, data, mask, *, chunk_size=None, block_
                 torch.addmm(total.expand(b.hi - b.lo, -1), b.weights, rows, alpha=-1, out=logits[b.lo:b.hi])
             else:
                 torch.mm(b.weights, rows, out=logits[b.lo:b.hi])
-        logits = logits.view(d, n, c)
-        new_max = torch.maximum(run_max, logits.amax(2))  # (d, N)
-        # unnormalised weights, floored at a normal float (see log_weight_floor)
-        weights = logits.sub_(new_max[:, :, None]).clamp_(min=floor).exp_()
-        rescale = torch.exp(run_max - new_max)
         if not identity:  # (d, c), plan order
             values = torch.index_select(values, 0, plan.order, out=ordered.view(d, c))
-        num = num * rescale + torch.bmm(weights, values[:, :, None]).squeeze(2)  # (d, N)
-        den = den * rescale + weights.sum(2)
-        run_max = new_max
-    out = num / den  # (d, N), plan order
+        acc.add(logits.view(d, n, c), 2, lambda w: (torch.bmm(w, values[:, :, None]), w.sum(2, keepdim=True)))
+    out = acc.mean().squeeze(2)  # (d, N), plan order
     if not identity:
         out = torch.empty_like(out).index_copy_(0, plan.order, out)
     return (center + out.T).reshape(x.shape)
@@ -273,63 +259,3 @@ def _views(space, big, small):
     """Three flat views of ``big`` and two of ``small`` elements at the start of ``space``."""
     sizes = (big, big, big, small, small)
     return torch.split(space[:sum(sizes)], sizes)
-
-
-class PCALocalityDenoiser(DenoiserMixin, BaseEstimator):
-    """Per-pixel softmax over training images with masks from the Wiener filter (Lukoianov et al.).
-
-    Parameters
-    ----------
-    threshold : float or callable, default 0.005
-        Binarisation level of the normalised Wiener filter, relative to its maximum; or a
-        function ``threshold(sigma) -> float``. The paper's configurations use 0.005 for MNIST
-        and Fashion-MNIST and 0.05 for CIFAR-10.
-    rank : int, optional
-        Eigenpairs of the covariance used for the Wiener filter (default: all).
-    chunk_size : int, optional
-        Training images per chunk of the streaming softmax; does not change the result.
-
-    Attributes
-    ----------
-    data_ : Tensor of shape (M, C, H, W), the training images
-    mean_, eigvals_, eigvecs_ : the fitted Gaussian (see :class:`GaussianDenoiser`)
-    image_shape_, n_samples_seen_, value_range_, fingerprint_ : see DenoiserMixin.
-    """
-
-    classes_ = None
-    _fitted_state = DenoiserMixin._fitted_state + ("data_", "mean_", "eigvals_", "eigvecs_")
-
-    def __init__(self, threshold=0.005, rank=None, chunk_size=None):
-        self.threshold = threshold
-        self.rank = rank
-        self.chunk_size = chunk_size
-
-    def fit(self, X, y=None):
-        """Store the training images ``X`` (N, C, H, W) and fit their Gaussian. Returns self."""
-        X = as_training_images(X)
-        gauss = GaussianDenoiser(rank=self.rank).fit(X)
-        self._reset_data_summary()
-        self._update_data_summary(data_summary(X))
-        self.data_ = X.detach().cpu().contiguous()
-        self.mean_, self.eigvals_, self.eigvecs_ = gauss.mean_, gauss.eigvals_, gauss.eigvecs_
-        return self
-
-    def masks(self, sigma):
-        """The bool masks ``mask[n, m]`` of shape (d, d) at noise level ``sigma`` (float64, CPU)."""
-        self._check_fitted()
-        from .scales import value_at  # scales imports this module
-
-        threshold = value_at(self.threshold, sigma)
-        if not 0 <= threshold <= 1:
-            raise ValueError(f"threshold must be in [0, 1], got {threshold!r} at sigma = {sigma:g}")
-        return locality_masks(float(sigma), self.eigvals_, self.eigvecs_, threshold)
-
-    def _denoise(self, x, sigma, y):
-        prepared = self._derived("prepared", x, lambda: prepare_transposed(self.data_.to(x.device, x.dtype)))
-        out = torch.empty_like(x)
-        for level in torch.unique(sigma).tolist():  # one mask set per distinct sigma
-            rows = (sigma == level).nonzero().squeeze(1)
-            mask = self.masks(level).to(x.device)
-            out[rows] = pca_locality_posterior_mean(x[rows], level, None, mask, chunk_size=self.chunk_size,
-                                                   prepared=prepared)
-        return out

@@ -14,6 +14,8 @@ import math
 
 import torch
 
+from ..core.validation import Interval, check_scalar
+
 
 def sigma_from_alpha_bar(alpha_bar):
     """``sigma = sqrt((1 - alpha_bar) / alpha_bar)`` (float64 tensor)."""
@@ -132,25 +134,5 @@ def cosine(n, num_train_timesteps=1000, s=0.008, max_beta=0.999):
 SCHEDULES = {"karras": karras, "ddpm_linear": ddpm_linear, "cosine": cosine}
 
 
-def check_sigmas(sigmas):
-    """Validate a sampling schedule: 1-D, finite, decreasing, positive, then a final 0.
-
-    Returns
-    -------
-    Tensor of shape (S,), float64 on the CPU.
-    """
-    sigmas = torch.as_tensor(sigmas, dtype=torch.float64).cpu()
-    if sigmas.dim() != 1 or len(sigmas) < 2:
-        raise ValueError(f"sigmas must be 1-D with at least 2 levels, got shape {tuple(sigmas.shape)}")
-    if not bool(torch.isfinite(sigmas).all()):
-        raise ValueError("sigmas contains NaN or Inf values")
-    if not bool((sigmas[:-1] > 0).all()) or sigmas[-1] < 0:
-        raise ValueError("sigmas must be positive (the last one may be 0)")
-    if not bool((sigmas[1:] < sigmas[:-1]).all()):
-        raise ValueError("sigmas must be strictly decreasing")
-    return sigmas
-
-
 def _check_n(n):
-    if int(n) != n or n < 1:
-        raise ValueError(f"the number of steps must be a positive integer, got {n}")
+    check_scalar(n, "the number of steps", Interval(int, 1))

@@ -15,9 +15,16 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from . import datasets, io, registry, schedules
-from .sampling import SAMPLERS, sample, seeded_noise
-from .viz import save_grid
+from .. import bench, datasets, registry
+from ..bench.measure import shown_path
+from ..core.artifact import info
+from ..core.files import write_json
+from ..core.noise import seeded_noise
+from ..sampling import schedules
+from ..sampling.samplers import SAMPLERS, sample
+from ..unet.estimator import UNetDenoiser
+from ..unet.training import log_path
+from ..viz import save_grid
 
 
 def _param(text):
@@ -51,13 +58,13 @@ def cmd_fit(args):
     est.fit(X.to(_device(args.device)), y if args.labels else None)
     if args.labels and est.classes_ is None:
         raise ValueError(f"method {args.method!r} does not use class labels: drop --labels")
-    io.save(est, args.out)
+    est.save(args.out)
     print(f"wrote {args.out}")
     return 0
 
 
 def cmd_sample(args):
-    den = io.load(args.model)
+    den = registry.load(args.model)
     device = _device(args.device)
     sigmas = schedules.karras(args.steps, args.sigma_min, args.sigma_max, args.rho)
     seeds = range(args.seed, args.seed + args.n)
@@ -79,8 +86,6 @@ def cmd_sample(args):
 
 
 def cmd_train_unet(args):
-    from .unet import UNetDenoiser, log_path
-
     X = datasets.load(args.dataset, args.split, args.root)
     if args.limit:
         X = X[:args.limit]
@@ -99,7 +104,7 @@ def cmd_train_unet(args):
           f"{action} {checkpoint}, loss log {log_path(checkpoint)}", file=sys.stderr)
     est.fit(X.to(device), checkpoint=checkpoint, checkpoint_every=args.checkpoint_every,
             progress=True)
-    io.save(est, out)
+    est.save(out)
     print(f"wrote {out} ({est.n_steps_} steps, final logged loss {est.loss_log_[-1, 1]:.4f})")
     return 0
 
@@ -114,8 +119,6 @@ def _method_param(text):
 
 
 def cmd_bench(args):
-    from . import benchmark
-
     overrides = {}
     for key in ("dataset", "root", "reference", "device"):
         if getattr(args, key) is not None:
@@ -133,13 +136,13 @@ def cmd_bench(args):
             overrides[section] = values
     for method, name, value in args.param:
         overrides.setdefault("params", {}).setdefault(method, {})[name] = value
-    protocol = benchmark.make_protocol(overrides, path=args.protocol)
+    protocol = bench.make_protocol(overrides, path=args.protocol)
     protocol["device"] = str(_device(protocol["device"]))
     start = time.perf_counter()
-    results = benchmark.run(protocol, log=lambda line: print(line, file=sys.stderr))
+    results = bench.run(protocol, log=lambda line: print(line, file=sys.stderr))
     command = _command_line(args)
-    paths = benchmark.write(results, args.out, command=command)
-    print(benchmark.gate_text(results["gate"]).splitlines()[0])
+    paths = bench.write(results, args.out, command=command)
+    print(bench.gate_text(results["gate"]).splitlines()[0])
     print(f"wrote {', '.join(str(p) for p in paths)} in {time.perf_counter() - start:.0f} s")
     return 0
 
@@ -164,15 +167,13 @@ def _number_list(kind):
 
 def _analysis_setup(args):
     """The reference denoiser, its shown path, a Gaussian fitted on the training images, the device."""
-    from . import benchmark
-
-    protocol = benchmark.make_protocol({"dataset": args.dataset, "root": args.root, "reference": args.reference})
-    ref_path = benchmark.reference_path(protocol)
-    ref = io.load(ref_path)
+    protocol = bench.make_protocol({"dataset": args.dataset, "root": args.root, "reference": args.reference})
+    ref_path = bench.reference_path(protocol)
+    ref = registry.load(ref_path)
     X = datasets.load(args.dataset, "train", args.root)[:args.limit]
     device = _device(args.device)
     gaussian = registry.make("gaussian").fit(X.to(device))
-    return ref, benchmark.shown_path(ref_path), gaussian, device
+    return ref, shown_path(ref_path), gaussian, device
 
 
 def _sampling_setup(args, ref, device):
@@ -184,13 +185,13 @@ def _write_analysis(args, name, ref_shown, result):
     """Write ``<out>/<name>.json`` (numbers, command, reference); returns the output folder."""
     out = Path(args.out)
     numbers = {k: v for k, v in result.items() if not k.startswith("_")}
-    io.write_json(out / f"{name}.json", {"command": _command_line(args), "reference": ref_shown, **numbers})
+    write_json(out / f"{name}.json", {"command": _command_line(args), "reference": ref_shown, **numbers})
     return out
 
 
 def cmd_analyze_teleport(args):
-    from .analysis.teleport import plot_teleportation, teleportation
-    from .viz import save_labelled_rows
+    from ..analysis.teleport import plot_teleportation, teleportation
+    from ..viz import save_labelled_rows
 
     ref, ref_shown, gaussian, device = _analysis_setup(args)
     noise, sigmas = _sampling_setup(args, ref, device)
@@ -207,8 +208,8 @@ def cmd_analyze_teleport(args):
 
 
 def cmd_analyze_trajectory(args):
-    from .analysis.trajectory import plot_trajectory_geometry, trajectory_geometry
-    from .viz import save_labelled_rows
+    from ..analysis.trajectory import plot_trajectory_geometry, trajectory_geometry
+    from ..viz import save_labelled_rows
 
     ref, ref_shown, gaussian, device = _analysis_setup(args)
     noise, sigmas = _sampling_setup(args, ref, device)
@@ -236,7 +237,7 @@ def cmd_analyze_trajectory(args):
 
 
 def cmd_analyze_chromatography(args):
-    from .analysis.chromatography import chromatography, plot_chromatogram
+    from ..analysis.chromatography import chromatography, plot_chromatogram
 
     ref, ref_shown, gaussian, device = _analysis_setup(args)
     noise, sigmas = _sampling_setup(args, ref, device)
@@ -263,7 +264,7 @@ def _pixel_list(text):
 
 
 def cmd_analyze_locality(args):
-    from .analysis.locality_maps import locality_maps, pixel_indices, plot_locality_maps
+    from ..analysis.locality_maps import locality_maps, pixel_indices, plot_locality_maps
 
     ref, ref_shown, gaussian, device = _analysis_setup(args)
     x0 = datasets.load(args.dataset, "test", args.root)[:args.n_images].to(device)
@@ -282,7 +283,7 @@ def cmd_analyze_locality(args):
 
 
 def cmd_info(args):
-    print(json.dumps(io.info(args.model), indent=2))
+    print(json.dumps(info(args.model), indent=2))
     return 0
 
 
@@ -360,7 +361,7 @@ def build_parser():
                     "(sampler agreement). Prints the reference's quality gate; writes "
                     "results.json, denoising.csv, sampling.csv, results.md, samples.png and "
                     "metrics.png to --out. Options override the protocol file, which overrides "
-                    "the defaults of analytic_denoisers.benchmark.DEFAULT_PROTOCOL.")
+                    "the defaults of analytic_denoisers.bench.DEFAULT_PROTOCOL.")
     p.add_argument("--protocol", help="protocol JSON file (keys of DEFAULT_PROTOCOL)")
     p.add_argument("--dataset", choices=datasets.NAMES, help="dataset (default: default)")
     p.add_argument("--root", help="folder or file holding the dataset (see datasets.load)")

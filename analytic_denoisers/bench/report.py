@@ -1,0 +1,168 @@
+"""The benchmark's files: results.json, denoising.csv, sampling.csv, results.md and two figures."""
+
+import csv
+import math
+import statistics
+from pathlib import Path
+
+import numpy as np
+
+from .. import metrics
+from ..core.files import write_json
+from ..viz import pyplot, save_figure, save_labelled_rows
+
+
+SAMPLES_IN_FIGURE = 16  # columns of samples.png
+
+
+def write(results, out_dir, command=None):
+    """Write results.json, denoising.csv, sampling.csv, results.md and two PNG figures.
+
+    Returns the list of written paths.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    public = {k: v for k, v in results.items() if not k.startswith("_")}
+    if command:
+        public = {"command": command, **public}
+    paths = [out / "results.json", out / "denoising.csv", out / "sampling.csv", out / "results.md",
+             out / "samples.png", out / "metrics.png"]
+    write_json(paths[0], public)
+    den, smp = results["denoising"], results["sampling"]
+    with open(paths[1], "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["method", "sigma", *metrics.METRICS, "own_mse", "seconds_per_call"])
+        for s, sigma in enumerate(den["sigmas"]):
+            w.writerow(["reference", sigma, *[""] * len(metrics.METRICS), den["reference_own_mse"][s],
+                        den["reference_seconds_per_call"][s]])
+        for name, entry in den["methods"].items():
+            for row in entry["by_sigma"]:
+                w.writerow([name, row["sigma"], *[row[m] for m in metrics.METRICS], row["own_mse"],
+                            row["seconds_per_call"]])
+    with open(paths[2], "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["method", *metrics.METRICS, "seconds", "denoiser_calls", "peak_mib"])
+        for name, entry in smp["methods"].items():
+            w.writerow([name, *[entry.get(m, "") for m in metrics.METRICS], entry["seconds"],
+                        entry["denoiser_calls"], entry["peak_mib"]])
+    paths[3].write_text(markdown(results, command))
+    samples = results["_images"]["samples"]
+    keep = min(SAMPLES_IN_FIGURE, len(samples["reference"]))
+    label = {"reference": f"reference ({results['reference']['class']})"}
+    save_labelled_rows([(label.get(k, k), v[:keep]) for k, v in samples.items()], paths[4],
+                       title=f"final samples, same seeds in every row ({results['protocol']['sampling']['sampler']}, "
+                             f"{results['protocol']['sampling']['steps']} steps)")
+    plot_metrics(results, paths[5])
+    return paths
+
+
+def _fmt(value, digits=3):
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    if abs(value) >= 1e4 or (value != 0 and abs(value) < 1e-3):
+        return f"{value:.{digits - 1}e}"
+    return f"{value:.{digits}f}"
+
+
+def _table(header, rows):
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return lines + [""]
+
+
+def markdown(results, command=None):
+    """The results as a markdown report (what results.md holds)."""
+    p, env, den, smp, gate = (results[k] for k in ("protocol", "environment", "denoising", "sampling", "gate"))
+    ref = results["reference"]
+    lines = ["# Benchmark: analytical denoisers against a trained reference", ""]
+    if command:
+        lines += [f"Command: `{command}`", ""]
+    lines += [
+        f"Run {env['date']} on {env['machine']} ({env['cpu_count']} cores, torch {env['torch']}, "
+        f"{env['torch_threads']} threads, device {env['device']}), analytic_denoisers {env['analytic_denoisers']}.",
+        "",
+        f"Data: `{p['dataset']}`, {results['n_train']} training images (every method is fitted on them), "
+        f"held-out test images for denoising. Reference: {ref['class']} `{ref['path']}`"
+        + (f", {ref['n_steps']} training steps" if ref["n_steps"] else "")
+        + (", trained on exactly these training images." if ref["trained_on_same_images"]
+           else ", **trained on different images than the methods were fitted on**."),
+        "",
+        "## Quality gate", "",
+        f"The reference's own denoising MSE must be below the Gaussian denoiser's at every sigma "
+        f"({gate['n_images']} held-out images): **{'passed' if gate['passed'] else 'FAILED'}**.", "",
+    ]
+    lines += _table(["sigma", "reference MSE", "Gaussian MSE", ""],
+                    [[f"{r['sigma']:g}", _fmt(r["reference_mse"], 4), _fmt(r["gaussian_mse"], 4),
+                      "ok" if r["passed"] else "FAIL"] for r in gate["by_sigma"]])
+    sig = den["sigmas"]
+    lines += ["## Denoiser agreement", "",
+              f"{den['n_images']} held-out test images, `x = x0 + sigma * eps` with per-image seeded `eps` "
+              f"(seeds {p['denoising']['seed']}…), the same for every method. Agreement of "
+              "`D_method(x, sigma)` with `D_ref(x, sigma)`: per-image R² (mean over images), Pearson r "
+              "(median), MSE (mean), explained variance `1 - ||a-b||²/||b||²` (mean). Own MSE is "
+              "against the clean image.", ""]
+    header = ["method"] + [f"σ={s:g}" for s in sig]
+    for metric, title in (("r2", "R² (mean)"), ("pearson", "Pearson r (median)"), ("mse", "MSE to the reference"),
+                          ("explained_variance", "explained variance"), ("own_mse", "own denoising MSE (to x0)")):
+        rows = [[name] + [_fmt(r[metric]) for r in e["by_sigma"]] for name, e in den["methods"].items()]
+        if metric == "own_mse":
+            rows.insert(0, ["reference"] + [_fmt(v) for v in den["reference_own_mse"]])
+        lines += [f"**{title}**", ""] + _table(header, rows)
+    lines += ["**Cost** (CPU peak memory is the process's resident memory above its level before the "
+              "step; memory freed by earlier steps may be reused, so it depends on the order of methods)", ""]
+    batch = min(p["denoising"]["batch_size"], den["n_images"])
+    lines += _table(["method", "fit (s)", "fit peak (MiB)", "denoise call (s, median over σ)", "images per call",
+                     "denoise peak (MiB)"],
+                    [["reference", "", "", _fmt(statistics.median(den["reference_seconds_per_call"]), 3), batch, ""]]
+                    + [[name, _fmt(e["fit_seconds"], 2), _fmt(e["fit_peak_mib"], 1),
+                        _fmt(statistics.median(r["seconds_per_call"] for r in e["by_sigma"]), 3),
+                        e["batch_size"], _fmt(e["denoise_peak_mib"], 1)] for name, e in den["methods"].items()])
+    sp = p["sampling"]
+    lines += ["## Sampler agreement", "",
+              f"{sp['n_samples']} samples from shared seeded noise (seeds {sp['seed']}…), {sp['sampler']} with "
+              f"{sp['steps']} steps on karras({sp['steps']}, {sp['sigma_min']}, {sp['sigma_max']}, rho={sp['rho']}), "
+              "the same for every method. Final samples against the reference's; x̂0 R² is the mean over "
+              "the steps of the per-step x̂0 agreement.", ""]
+    lines += _table(["method", "R²", "Pearson r", "MSE", "explained var.", "x̂0 R² (mean over steps)",
+                     f"seconds (all {sp['n_samples']} samples)", "denoiser calls", "peak (MiB)"],
+                    [[name, _fmt(e.get("r2")), _fmt(e.get("pearson")), _fmt(e.get("mse")),
+                      _fmt(e.get("explained_variance")),
+                      _fmt(float(np.nanmean(e["x0_r2_by_step"]))) if "x0_r2_by_step" in e else "",
+                      _fmt(e["seconds"], 2), e["denoiser_calls"], _fmt(e["peak_mib"], 1)]
+                     for name, e in smp["methods"].items()])
+    lines += ["![final samples](samples.png)", "", "![metrics against sigma](metrics.png)", ""]
+    return "\n".join(lines)
+
+
+def plot_metrics(results, path):
+    """Metric-against-sigma curves: R², r, MSE to the reference, own MSE, and x̂0 R² while sampling."""
+    plt = pyplot()
+
+    den, smp = results["denoising"], results["sampling"]
+    fig, axes = plt.subplots(2, 3, figsize=(15, 8.5))
+    panels = [("r2", "R² to the reference (mean)"), ("pearson", "Pearson r (median)"),
+              ("mse", "MSE to the reference"), ("explained_variance", "explained variance"),
+              ("own_mse", "own denoising MSE (to x0)")]
+    for ax, (metric, title) in zip(axes.flat, panels):
+        for name, entry in den["methods"].items():
+            ax.plot(den["sigmas"], [r[metric] for r in entry["by_sigma"]], marker="o", ms=3, label=name)
+        if metric == "own_mse":
+            ax.plot(den["sigmas"], den["reference_own_mse"], "k--", marker="o", ms=3, label="reference")
+        ax.set(xscale="log", xlabel="sigma", title=title)
+        if metric in ("mse", "own_mse"):
+            ax.set_yscale("log")
+        if metric in ("r2", "explained_variance", "pearson"):
+            ax.set_ylim(-0.05, 1.02)
+        ax.grid(alpha=0.3)
+    ax = axes.flat[5]
+    levels = smp["sigmas"][:-1]
+    for name, entry in smp["methods"].items():
+        if "x0_r2_by_step" in entry:
+            ax.plot(levels, entry["x0_r2_by_step"], marker="o", ms=3, label=name)
+    ax.set(xscale="log", xlabel="sigma of the step", title="sampling: x̂0 R² to the reference", ylim=(-0.05, 1.02))
+    ax.invert_xaxis()
+    ax.grid(alpha=0.3)
+    axes.flat[0].legend(fontsize=8)
+    p = results["protocol"]
+    fig.suptitle(f"{p['dataset']}: every method against the reference ({results['reference']['class']})")
+    return save_figure(fig, path)

@@ -1,0 +1,202 @@
+"""Running the protocol: fit every method, the quality gate, denoiser and sampler agreement."""
+
+import statistics
+
+import torch
+from tqdm.auto import tqdm
+
+from .. import datasets, metrics, registry
+from ..core.batching import in_batches
+from ..core.files import to_jsonable
+from ..core.fingerprint import data_fingerprint
+from ..core.noise import seeded_noise
+from ..sampling import schedules
+from ..sampling.samplers import CountingDenoiser, sample
+from ..scales.rules import snr_resolution_schedule
+from .measure import PeakMemory, environment, shown_path, timed
+from .protocol import make_protocol, reference_path
+
+
+def _denoise_batches(den, x, sigma, batch_size, device):
+    """Denoise x (N, C, H, W) at one sigma in batches: (output, list of seconds per call)."""
+    seconds = []
+
+    def call(images, level):
+        out, t = timed(lambda: den.denoise(images, level), device)
+        seconds.append(t)
+        return out
+
+    return in_batches(call, x, sigma, batch_size), seconds
+
+
+def _sample(den, noise, sigmas, sampler, device, bar):
+    """Final samples and the x̂0 of every step: (N, C, H, W), (steps, N, C, H, W), seconds, calls.
+
+    ``bar`` (a tqdm bar) advances by one per step."""
+    denoised, counting = [], CountingDenoiser(den)
+
+    def step(info):
+        denoised.append(info["denoised"])
+        bar.update()
+
+    x, seconds = timed(lambda: sample(counting, noise, sigmas, sampler, callback=step), device)
+    return x, torch.stack(denoised), seconds, counting.calls
+
+
+def _resolve_params(params, X, sigma_grid):
+    """Per-method params with ``"snr"`` patch sizes replaced by the data's SNR schedule."""
+    resolved = {}
+    for key, value in params.items():
+        if value == "snr":
+            value = snr_resolution_schedule(X, sigma_grid)
+        resolved[key] = value
+    return resolved
+
+
+def run(protocol=None, *, progress=True, log=print):
+    """Run the benchmark protocol; returns the results as a JSON-ready dict.
+
+    Parameters
+    ----------
+    protocol : dict, optional
+        From :func:`make_protocol` (default: ``make_protocol()``).
+    progress : bool, show progress bars
+    log : callable, receives one line of text per stage (``print`` by default)
+
+    Returns
+    -------
+    dict with ``protocol``, ``environment``, ``reference``, ``gate``, ``denoising`` (the
+    reference's own MSE per sigma, and per method: fit time and memory and one entry per sigma),
+    ``sampling`` (per method: final-sample metrics, x̂0 R² per step, time), and the tensors
+    needed for figures under the private key ``_images``.
+    """
+    p = make_protocol() if protocol is None else protocol
+    device = torch.device(p["device"] or "cpu")  # library code never picks a GPU by itself
+    ref_path = reference_path(p)
+    ref = registry.load(ref_path)
+    X = datasets.load(p["dataset"], "train", p["root"], progress=progress)
+    if p["train_limit"]:
+        X = X[:p["train_limit"]]
+    X_test = datasets.load(p["dataset"], "test", p["root"], progress=progress)
+    if tuple(X.shape[1:]) != tuple(ref.image_shape_):
+        raise ValueError(f"the reference {ref_path} was fitted on images of shape {ref.image_shape_}, "
+                         f"but {p['dataset']} has {tuple(X.shape[1:])}")
+    same_data = getattr(ref, "fingerprint_", None) == data_fingerprint(X)
+    log(f"reference {type(ref).__name__} from {shown_path(ref_path)}: "
+        + ("trained on exactly these training images" if same_data else
+           "WARNING: trained on different images than the methods are fitted on"))
+    X, X_test = X.to(device), X_test.to(device)
+    shape = tuple(X.shape[1:])
+
+    den_p, smp_p, gate_p = p["denoising"], p["sampling"], p["gate"]
+    sampling_sigmas = schedules.karras(smp_p["steps"], smp_p["sigma_min"], smp_p["sigma_max"], smp_p["rho"])
+    levels = sorted({float(s) for s in [*den_p["sigmas"], *sampling_sigmas[:-1].tolist(), *gate_p["sigmas"]]})
+
+    fitted, fits = _fit_methods(p, X, levels, device, progress, log)
+    # the gate's Gaussian has default hyper-parameters (a protocol's rank=5 must not weaken it)
+    gaussian = fitted["gaussian"] if "gaussian" in fitted and not p["params"].get("gaussian") else \
+        registry.make("gaussian").fit(X)
+    gate = _quality_gate(ref, gaussian, X_test, gate_p, shape, den_p["batch_size"], device)
+    log(gate_text(gate))
+    denoising = _denoiser_agreement(ref, fitted, fits, X_test[:den_p["n_images"]], den_p, device, progress)
+    sampling, finals = _sampler_agreement(ref, fitted, smp_p, sampling_sigmas, shape, device, progress)
+
+    return {
+        "protocol": p,
+        "environment": environment(device),
+        "reference": {"path": shown_path(ref_path), "class": type(ref).__name__, "params": to_jsonable(ref.get_params()),
+                      "n_steps": getattr(ref, "n_steps_", None), "trained_on_same_images": same_data},
+        "n_train": len(X),
+        "gate": gate,
+        "denoising": denoising,
+        "sampling": sampling,
+        "_images": {"samples": {k: v[0].cpu() for k, v in finals.items()}},
+    }
+
+
+def _fit_methods(p, X, levels, device, progress, log):
+    """Fit every method of the protocol on X: (estimators, fit records) by method name."""
+    fitted, fits = {}, {}
+    for name in tqdm(p["methods"], desc="fitting", disable=not progress):
+        params = _resolve_params(p["params"].get(name, {}), X.cpu(), levels)
+        est = registry.make(name, dataset=p["dataset"], **params)
+        with PeakMemory(device) as mem:
+            _, seconds = timed(lambda: est.fit(X), device)
+        fitted[name] = est
+        fits[name] = {"params": to_jsonable(est.get_params()), "fit_seconds": seconds, "fit_peak_mib": mem.peak_mib}
+        log(f"fitted {name} in {seconds:.1f} s")
+    return fitted, fits
+
+
+def _denoiser_agreement(ref, fitted, fits, x0, den_p, device, progress):
+    """Every method's and the reference's D(x0 + sigma eps, sigma) on the sigma grid."""
+    sigmas = [float(s) for s in den_p["sigmas"]]
+    eps = seeded_noise(range(den_p["seed"], den_p["seed"] + len(x0)), x0.shape[1:], device=device)
+    bs = den_p["batch_size"]
+    ref_out, ref_own, ref_seconds = [], [], []
+    ref.denoise(x0[:1], sigmas[0])  # warm-up: one-time set-up is not timed
+    for sigma in tqdm(sigmas, desc="reference denoising", disable=not progress):
+        out, seconds = _denoise_batches(ref, x0 + sigma * eps, sigma, bs, device)
+        ref_out.append(out)
+        ref_own.append(float(metrics.mse(out, x0).mean()))
+        ref_seconds.append(statistics.median(seconds))
+    denoising = {"n_images": len(x0), "sigmas": sigmas, "reference_own_mse": ref_own,
+                 "reference_seconds_per_call": ref_seconds, "methods": {}}
+    for name, est in fitted.items():
+        rows = []
+        est.denoise(x0[:1], sigmas[0])  # warm-up
+        with PeakMemory(device) as mem:
+            for s, sigma in enumerate(tqdm(sigmas, desc=f"{name} denoising", disable=not progress)):
+                out, seconds = _denoise_batches(est, x0 + sigma * eps, sigma, bs, device)
+                rows.append({"sigma": sigma, **metrics.summarise(out, ref_out[s]),
+                             "own_mse": float(metrics.mse(out, x0).mean()),
+                             "seconds_per_call": statistics.median(seconds)})
+        denoising["methods"][name] = {**fits[name], "batch_size": min(bs, len(x0)),
+                                      "denoise_peak_mib": mem.peak_mib, "by_sigma": rows}
+    return denoising
+
+
+def _sampler_agreement(ref, fitted, smp_p, sigmas, shape, device, progress):
+    """Samples of the reference and every method from shared seeded noise, and their agreement.
+
+    Returns the results section and ``{name: (final samples, x̂0 of every step)}``."""
+    noise = seeded_noise(range(smp_p["seed"], smp_p["seed"] + smp_p["n_samples"]), shape, device=device)
+    sampling, finals = {"sigmas": sigmas.tolist(), "methods": {}}, {}
+    for name, den in [("reference", ref), *fitted.items()]:
+        with PeakMemory(device) as mem, tqdm(total=smp_p["steps"], desc=f"{name} sampling", unit="step",
+                                             disable=not progress) as bar:
+            final, x0_hat, seconds, calls = _sample(den, noise, sigmas, smp_p["sampler"], device, bar)
+        finals[name] = (final, x0_hat)
+        sampling["methods"][name] = {"seconds": seconds, "denoiser_calls": calls, "peak_mib": mem.peak_mib}
+    ref_final, ref_x0 = finals["reference"]
+    for name in fitted:
+        final, x0_hat = finals[name]
+        entry = sampling["methods"][name]
+        entry.update(metrics.summarise(final, ref_final))
+        entry["x0_r2_by_step"] = [float(metrics.r2(a, b).nanmean()) for a, b in zip(x0_hat, ref_x0)]
+        entry["x0_mse_by_step"] = [float(metrics.mse(a, b).mean()) for a, b in zip(x0_hat, ref_x0)]
+    return sampling, finals
+
+
+def _quality_gate(ref, gaussian, X_test, gate_p, shape, batch_size, device):
+    """The reference's and the Gaussian denoiser's own denoising MSE on held-out images."""
+    x0 = X_test[:gate_p["n_images"]]
+    eps = seeded_noise(range(gate_p["seed"], gate_p["seed"] + len(x0)), shape, device=device)
+    rows = []
+    for sigma in gate_p["sigmas"]:
+        x = x0 + sigma * eps
+        ref_mse = float(metrics.mse(_denoise_batches(ref, x, sigma, batch_size, device)[0], x0).mean())
+        gauss_mse = float(metrics.mse(_denoise_batches(gaussian, x, sigma, batch_size, device)[0], x0).mean())
+        rows.append({"sigma": float(sigma), "reference_mse": ref_mse, "gaussian_mse": gauss_mse,
+                     "passed": ref_mse < gauss_mse})
+    return {"n_images": len(x0), "passed": all(r["passed"] for r in rows), "by_sigma": rows}
+
+
+def gate_text(gate):
+    """The quality gate as printable lines."""
+    lines = [f"quality gate (reference vs Gaussian own denoising MSE on {gate['n_images']} held-out images): "
+             + ("PASSED" if gate["passed"] else "FAILED: the reference is under-trained, its agreement numbers mean little")]
+    for r in gate["by_sigma"]:
+        lines.append(f"  sigma {r['sigma']:>6g}: reference {r['reference_mse']:.5f}  gaussian "
+                     f"{r['gaussian_mse']:.5f}  {'ok' if r['passed'] else 'FAIL'}")
+    return "\n".join(lines)

@@ -1,0 +1,53 @@
+"""Batches and groups of queries: one denoiser call per slice, one kernel call per group."""
+
+import numpy as np
+import torch
+
+
+def in_batches(fn, x, sigma, batch_size=None):
+    """``fn(x[i:j], sigma[i:j])`` over slices of at most ``batch_size`` images, concatenated.
+
+    Parameters
+    ----------
+    fn : callable ``(x, sigma) -> Tensor`` of the shape of its ``x``
+    x : Tensor of shape (N, ...)
+    sigma : float, or Tensor of shape (N,) (sliced with ``x``)
+    batch_size : int, optional (default: all N at once)
+
+    Returns
+    -------
+    Tensor of the shape of ``x``, on its device.
+    """
+    step = len(x) if batch_size is None else int(batch_size)
+    per_image = isinstance(sigma, torch.Tensor) and sigma.dim() > 0
+    out = torch.cat([torch.as_tensor(fn(x[i:i + step], sigma[i:i + step] if per_image else sigma))
+                     for i in range(0, len(x), step)])
+    if out.shape != x.shape:
+        raise ValueError(f"a denoiser returned shape {tuple(out.shape)} for input of shape {tuple(x.shape)}")
+    return out.to(x.device)
+
+
+def groups(sigma=None, y=None, classes=None):
+    """Rows of a batch that share a noise level and / or a class label.
+
+    Parameters
+    ----------
+    sigma : Tensor of shape (N,), optional; None: one group for every level
+    y : Tensor of shape (N,) of labels, optional; None: one group for every class
+    classes : sequence of the known labels, in order (with ``y``)
+
+    Yields
+    ------
+    ``(rows, level, k)``: a long tensor of the batch indices, their float sigma (None without
+    ``sigma``) and the index of their class in ``classes`` (None without ``y``). Empty groups
+    are skipped.
+    """
+    like = sigma if sigma is not None else y
+    every = torch.ones(len(like), dtype=torch.bool, device=like.device)
+    levels = [(None, every)] if sigma is None else [(v, sigma == v) for v in torch.unique(sigma).tolist()]
+    labels = [(None, every)] if y is None else [(k, y == v) for k, v in enumerate(np.asarray(classes).tolist())]
+    for level, at_level in levels:
+        for k, in_class in labels:
+            rows = (at_level & in_class).nonzero().squeeze(1)
+            if len(rows):
+                yield rows, level, k

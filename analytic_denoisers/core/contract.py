@@ -1,0 +1,203 @@
+"""The denoiser contract: the mixin every estimator inherits.
+
+A denoiser maps noisy images ``x = x0 + sigma * eps`` to the posterior mean
+``D(x, sigma) ~ E[x0 | x]``. Subclasses implement ``_denoise(x, sigma, y)`` on validated
+inputs; the mixin derives everything else once:
+
+* ``denoise(x, sigma, y=None)`` and ``den(x, sigma)`` -> tensor of the shape, device and dtype of x,
+* ``score(x, sigma) = (D - x) / sigma**2`` (the diffusion score, grad log p_sigma(x)),
+* ``eps(x, sigma) = (x - D) / sigma``,
+* hyper-parameter checks against the class's ``_parameter_constraints`` in ``fit`` and
+  ``set_params`` (see :mod:`.validation`), and ``save`` (see :mod:`.artifact`).
+"""
+
+import numpy as np
+import torch
+from sklearn.utils.validation import check_is_fitted
+
+from . import artifact
+from .fingerprint import SUMMARY, data_summary, merge_summaries
+from .validation import as_images, as_labels, as_sigma, as_training_images, check_params
+
+
+def append_dims(t, ndim):
+    """Append singleton dimensions to ``t`` until it has ``ndim`` dimensions (k-diffusion)."""
+    return t.reshape(t.shape + (1,) * (ndim - t.dim()))
+
+
+def as_denoise_fn(denoiser, y=None, name="denoiser"):
+    """``f(x, sigma)`` from a denoiser (its ``denoise`` method, with labels ``y`` bound if given)
+    or from any callable ``f(x, sigma)``; ValueError for anything else."""
+    fn = denoiser.denoise if hasattr(denoiser, "denoise") else denoiser
+    if not callable(fn):
+        raise ValueError(f"{name} must have a denoise(x, sigma) method or be a callable (x, sigma), "
+                         f"got {type(denoiser).__name__}")
+    return fn if y is None else (lambda x, sigma: fn(x, sigma, y=y))
+
+
+class DenoiserMixin:
+    """Sigma-native denoiser interface shared by every estimator.
+
+    Subclasses declare ``_parameter_constraints`` (name -> list of allowed kinds, see
+    :mod:`~analytic_denoisers.core.validation`) for every constructor argument, call
+    ``self._validate_params()`` first in ``fit``, and implement ``_denoise(x, sigma, y)`` where
+    ``x`` is a validated tensor of shape (N, C, H, W), ``sigma`` a positive tensor of shape (N,)
+    with the dtype and device of ``x``, and ``y`` validated labels or None. Their ``fit``
+    records the image shape, count, value range and fingerprint of the training data, which are
+    saved with the estimator, by calling ``_reset_data_summary()`` then
+    ``_update_data_summary(data_summary(X))``, and lists its own fitted attributes in
+    ``_fitted_state``.
+
+    Fitted state common to all denoisers:
+
+    image_shape_ : tuple (C, H, W)
+    n_samples_seen_ : int
+    value_range_ : tuple (min, max) of the training pixel values
+    fingerprint_ : str, see :func:`~analytic_denoisers.core.fingerprint.data_fingerprint`
+    classes_ : ndarray of the training labels' classes, or None when fitted without labels
+    """
+
+    _fitted_state = SUMMARY  # attribute names a saved file must hold; subclasses extend it
+    _parameter_constraints = {}
+
+    def denoise(self, x, sigma, y=None):
+        """Posterior-mean estimate ``D(x, sigma) ~ E[x0 | x]``.
+
+        Parameters
+        ----------
+        x : Tensor or ndarray of shape (N, C, H, W)
+            Noisy images ``x0 + sigma * eps``.
+        sigma : float or Tensor of shape (N,)
+            Noise level(s), positive.
+        y : int or Tensor of shape (N,), optional
+            Class labels; required by class-conditional denoisers (fitted with labels).
+
+        Returns
+        -------
+        Tensor of shape (N, C, H, W), with the device and dtype of ``x``.
+        """
+        self._check_fitted()
+        x = as_images(x, image_shape=self.image_shape_)
+        sigma = as_sigma(sigma, x)
+        y = self._check_y(y, x)
+        return self._denoise(x, sigma, y)
+
+    def __call__(self, x, sigma, y=None):
+        return self.denoise(x, sigma, y=y)
+
+    def score(self, x, sigma, y=None):
+        """Diffusion score ``grad_x log p_sigma(x) = (D(x, sigma) - x) / sigma**2``, shape of x."""
+        x, s, d = self._with_denoised(x, sigma, y)
+        return (d - x) / s**2
+
+    def eps(self, x, sigma, y=None):
+        """Noise estimate ``(x - D(x, sigma)) / sigma``, shape of x."""
+        x, s, d = self._with_denoised(x, sigma, y)
+        return (x - d) / s
+
+    def _with_denoised(self, x, sigma, y):
+        d = self.denoise(x, sigma, y)
+        x = torch.as_tensor(x)
+        return x, append_dims(as_sigma(sigma, x), x.dim()), d
+
+    def save(self, path):
+        """Write the fitted denoiser to ``path`` (HDF5, atomic); ``ad.load(path)`` reads it back."""
+        self._check_fitted()
+        return artifact.save(self, path)
+
+    # -- hyper-parameters -------------------------------------------------------------------
+
+    def _validate_params(self, params=None):
+        """Check hyper-parameters (default: the current ones) against ``_parameter_constraints``."""
+        params = self.get_params(deep=False) if params is None else params
+        check_params(type(self).__name__, params, self._parameter_constraints)
+
+    def set_params(self, **params):
+        """Set hyper-parameters (scikit-learn), refusing unusable values with a ValueError."""
+        self._validate_params({**self.get_params(deep=False), **params})
+        return super().set_params(**params)
+
+    # -- fitted-state helpers -------------------------------------------------------------
+
+    def _check_fitted(self):
+        check_is_fitted(self, "image_shape_")
+
+    def __sklearn_is_fitted__(self):
+        return hasattr(self, "image_shape_")
+
+    def _check_y(self, y, x):
+        classes = getattr(self, "classes_", None)
+        if classes is None:
+            if y is not None:
+                raise ValueError(
+                    f"{type(self).__name__} was fitted without labels; call fit(X, y) for a "
+                    "class-conditional denoiser, or pass y=None"
+                )
+            return None
+        if y is None:
+            raise ValueError(
+                f"{type(self).__name__} was fitted with class labels: pass y (shape (N,)) to denoise"
+            )
+        return as_labels(y, x.shape[0], classes, device=x.device)
+
+    def _reset_data_summary(self):
+        for name in SUMMARY:
+            self.__dict__.pop(name, None)
+        self._cache = {}
+
+    def _update_data_summary(self, new):
+        """Add a data summary (from :func:`data_summary`, or another fitted denoiser's)."""
+        if isinstance(new, DenoiserMixin):
+            new = {name: getattr(new, name) for name in SUMMARY}
+        old = {name: getattr(self, name) for name in SUMMARY} if hasattr(self, "image_shape_") else None
+        self.__dict__.update(merge_summaries(old, new))
+        self._cache = {}
+
+    def _fitted_on(self, name, like):
+        """A fitted tensor attribute on the device and in the dtype of ``like`` (memoised)."""
+        return self._derived(
+            name, like, lambda: getattr(self, name).to(device=like.device, dtype=like.dtype)
+        )
+
+    def _derived(self, key, like, compute):
+        """Memoise ``compute()`` per (key, device, dtype of ``like``) until the next fit."""
+        cache = self.__dict__.setdefault("_cache", {})
+        key = (key, like.device, like.dtype)
+        if key not in cache:
+            cache[key] = compute()
+        return cache[key]
+
+
+class TrainingSetMixin(DenoiserMixin):
+    """A denoiser whose fitted state is its training set (optionally labelled, then conditional).
+
+    ``fit`` keeps ``data_`` (M, C, H, W) on the CPU, sorted by class when labelled, and
+    ``labels_``, ``classes_`` and ``class_offsets_`` (``data_[class_offsets_[k]:class_offsets_[k + 1]]``
+    are the images of ``classes_[k]``), all None without labels.
+    """
+
+    _fitted_state = DenoiserMixin._fitted_state + ("data_", "labels_", "classes_", "class_offsets_")
+
+    def fit(self, X, y=None):
+        """Store the training images ``X`` (N, C, H, W) and optional labels ``y`` (N,). Returns self."""
+        self._validate_params()
+        X = as_training_images(X)
+        self._reset_data_summary()
+        self.labels_ = self.classes_ = self.class_offsets_ = None
+        if y is not None:
+            y = as_labels(y, X.shape[0], device=X.device)
+            order = torch.argsort(y, stable=True)
+            X, y = X[order], y[order]
+            classes, counts = torch.unique_consecutive(y, return_counts=True)
+            self.labels_ = y.cpu()
+            self.classes_ = classes.cpu().numpy()
+            self.class_offsets_ = np.concatenate([[0], np.cumsum(counts.cpu().numpy())])
+        self.data_ = X.detach().cpu().contiguous()
+        self._update_data_summary(data_summary(self.data_))
+        return self
+
+    def _class_range(self, k):
+        """``(lo, hi)``: ``data_[lo:hi]`` are the images of class ``k`` (all of them for None)."""
+        if k is None:
+            return 0, len(self.data_)
+        return int(self.class_offsets_[k]), int(self.class_offsets_[k + 1])

@@ -1,0 +1,12 @@
+"""Layer 1: pure tensor math, no estimators.
+
+* :mod:`.softmax`: the streaming log-sum-exp accumulator every softmax denoiser uses, and the
+  one chunk-size rule;
+* :mod:`.moments`: mergeable sufficient statistics (count, mean, scatter);
+* :mod:`.wiener`: Wiener gains, the Gaussian posterior mean and its closed-form flow;
+* :mod:`.empirical`, :mod:`.locality`, :mod:`.patches`, :mod:`.patch_index`: the
+  ``*_posterior_mean`` kernel of each method.
+
+Each kernel validates its inputs, accepts sigma as a float or (where the method allows it) a
+tensor of shape (N,), and is tested against an explicit-loop float64 reference.
+"""

@@ -1,0 +1,133 @@
+"""The empirical-optimal posterior mean: a softmax over whole training images.
+
+For the empirical distribution of the training images ``x_i``,
+
+    D(x, sigma) = sum_i w_i x_i,   w = softmax_i(-||x - x_i||^2 / (2 sigma^2)),
+
+which is what an ideal network trained to zero loss on that set would compute (e.g. Kadkhodaie
+et al., arXiv 2310.02557; Kamb & Ganguli, arXiv 2412.20292). The logits of a chunk of training
+images are one matrix product; the softmax is the streaming one of :mod:`.softmax`.
+"""
+
+from typing import NamedTuple
+
+import torch
+
+from ..core.validation import as_sigma
+from .softmax import StreamingSoftmax, resolve_chunk, softmax_average
+
+BLOCK_ELEMENTS = 2**19  # default size of one (queries x chunk) logit block: cache-sized
+
+
+class Prepared(NamedTuple):
+    """Training images prepared for one-GEMM logits (see :func:`prepare`).
+
+    augmented : Tensor of shape (M, d + 2), rows ``[x_i - c, 1, ||x_i - c||^2]``
+    center : Tensor of shape (d,), ``c``, the mean training image
+    """
+
+    augmented: torch.Tensor
+    center: torch.Tensor
+
+
+def prepare(data):
+    """Centre the training images on their mean and append ``1`` and the squared norm.
+
+    Distances do not change under a common shift, and centred vectors have smaller norms, so
+    the expanded form of the logits loses less to float32 rounding (measured on Fashion-MNIST,
+    sigma 0.1 to 1: mean abs error against float64 about 1.5x smaller; the worst near-ties are
+    unchanged). With queries augmented as ``[x_n - c, 0, -1/2] / sigma_n^2``, one matrix
+    product gives the logits ``((x_n - c).(x_i - c) - ||x_i - c||^2 / 2) / sigma_n^2``, and the
+    weighted sum over the first ``d + 1`` columns gives the numerator and (in the column of
+    ones) the softmax denominator.
+
+    Parameters
+    ----------
+    data : Tensor of shape (M, d) or (M, C, H, W)
+
+    Returns
+    -------
+    Prepared
+    """
+    data = data.reshape(data.shape[0], -1)
+    m, d = data.shape
+    center = data.mean(0)
+    aug = data.new_empty(m, d + 2)  # filled in place: no (M, d) temporaries
+    centred = torch.sub(data, center, out=aug[:, :d])
+    aug[:, d] = 1
+    aug[:, d + 1] = torch.linalg.vector_norm(centred, dim=1).square()
+    return Prepared(aug, center)
+
+
+def augment_queries(queries, center, sigma):
+    """``[x_n - c, 0, -1/2] / sigma_n^2`` per query: shape (N, k + 2), to pair with :func:`prepare`.
+
+    queries : Tensor of shape (N, k); center : Tensor of shape (k,); sigma : Tensor of shape (N,)
+    """
+    n = queries.shape[0]
+    aug_q = torch.cat([queries - center, queries.new_zeros(n, 1), queries.new_full((n, 1), -0.5)], 1)
+    return aug_q * sigma.square().reciprocal()[:, None]
+
+
+def empirical_posterior_mean(x, sigma, data, *, chunk_size=None, top_k=None, prepared=None):
+    """Exact posterior mean of the empirical distribution of ``data``.
+
+    ``D(x)_n = sum_i softmax_i(-||x_n - x_i||^2 / (2 sigma_n^2)) x_i``. The logits are
+    ``(x_n . x_i - ||x_i||^2 / 2) / sigma_n^2`` after centring both on the data mean (the
+    ``||x_n||^2`` term cancels in the softmax): one matrix product per chunk of training images,
+    reduced with a streaming log-sum-exp (per-query running maximum); a second product
+    accumulates numerator and denominator.
+
+    Parameters
+    ----------
+    x : Tensor of shape (N, C, H, W) or (N, d)
+    sigma : float or Tensor of shape (N,)
+    data : Tensor of shape (M, d) or (M, C, H, W), in the dtype and on the device of ``x``
+    chunk_size : int, optional
+        Training images per chunk; the default keeps the (N, chunk) logit block near 2**19
+        elements (cache-sized). The result does not depend on it (up to float rounding).
+    top_k : int, optional
+        Approximate mode: the softmax is restricted to each query's ``top_k`` nearest training
+        images. Exact when ``top_k >= M``; otherwise it drops the far images' weights, which is
+        negligible only when they are many sigma farther away than the nearest ones.
+    prepared : Prepared, optional
+        ``prepare(data)``, precomputed to reuse across calls (then ``data`` is not read).
+
+    Returns
+    -------
+    Tensor of the shape of ``x``. Differentiable with respect to ``x`` when autograd is on.
+    """
+    n = x.shape[0]
+    queries = x.reshape(n, -1)  # (N, d)
+    d = queries.shape[1]
+    aug, center = prepare(data) if prepared is None else prepared  # (M, d + 2), (d,)
+    if aug.shape[1] != d + 2 or aug.dtype != x.dtype or aug.device != x.device:
+        raise ValueError(
+            f"training data must have d = {d} features, dtype {x.dtype} and device {x.device} "
+            f"like x; got d = {aug.shape[1] - 2}, {aug.dtype}, {aug.device}"
+        )
+    chunk = resolve_chunk(chunk_size, n, BLOCK_ELEMENTS, minimum=512)
+    aug_q = augment_queries(queries, center, as_sigma(sigma, x))
+    if top_k is not None:
+        return (center + _top_k_posterior_mean(aug_q, aug, chunk, top_k)).reshape(x.shape)
+    return (center + softmax_average(aug_q, aug, aug[:, :d + 1], chunk)).reshape(x.shape)
+
+
+def _top_k_posterior_mean(aug_q, aug, chunk, k):
+    """Softmax over each query's k largest logits, found chunk by chunk; centred output."""
+    if isinstance(k, bool) or int(k) != k or k < 1:
+        raise ValueError(f"top_k must be a positive integer, got {k!r}")
+    k, n, d = int(k), aug_q.shape[0], aug.shape[1] - 2
+    best = aug_q.new_full((n, 0), -torch.inf)
+    best_idx = torch.zeros((n, 0), dtype=torch.long, device=aug_q.device)
+    for start in range(0, aug.shape[0], chunk):
+        logits = aug_q @ aug[start:start + chunk].T  # (N, c)
+        idx = torch.arange(start, start + logits.shape[1], device=aug_q.device).expand(n, -1)
+        cand, cand_idx = torch.cat([best, logits], 1), torch.cat([best_idx, idx], 1)
+        best, pos = cand.topk(min(k, cand.shape[1]), dim=1)
+        best_idx = cand_idx.gather(1, pos)
+    acc = StreamingSoftmax((n, 1), aug_q.dtype, aug_q.device,
+                           in_place=not (torch.is_grad_enabled() and aug_q.requires_grad))
+    values = aug[:, :d + 1][best_idx]  # (N, k, d + 1): pixels and a column of ones
+    acc.add(best, 1, lambda w: torch.einsum("nk,nkd->nd", w, values))
+    return acc.mean(aug_q.dtype)

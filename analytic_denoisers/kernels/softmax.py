@@ -1,0 +1,141 @@
+"""The streaming softmax: ``sum_i softmax_i(l_i) v_i`` over blocks of candidates, exact.
+
+Every softmax denoiser of the package (empirical, top-k, PCA-locality, LS / ELS / bbELS, PSPC)
+reduces its logits with :class:`StreamingSoftmax`: one running maximum per query, and what was
+accumulated under an older maximum is rescaled when it grows, so the result does not depend on
+how the candidates are split into blocks (up to rounding). Weights are floored at a normal float
+(:func:`log_weight_floor`). :func:`resolve_chunk` is the one rule for block sizes.
+"""
+
+import math
+
+import torch
+
+
+def log_weight_floor(dtype):
+    """Log of the smallest weight kept: ``e^30`` times the smallest normal float of ``dtype``.
+
+    Weights that would underflow below it are raised to it. That changes the result by a
+    relative amount below ``M * e^31 * finfo.tiny`` (about 2e-20 in float32 for M = 60,000: far
+    below rounding). It keeps ``exp`` off its slow underflow path (~10x slower on CPU), and
+    keeps products of a weight with a pixel value above 1e-13 normal floats: arithmetic on
+    subnormal floats is another 10-100x slower on x86 (measured: the LS machine took 13x longer
+    at sigma = 0.1 than at sigma = 2 with the floor at ``e * tiny``).
+    """
+    return math.log(torch.finfo(dtype).tiny) + 30
+
+
+def resolve_chunk(chunk_size, per_item, budget, minimum=1):
+    """Items (training images) per block: ``chunk_size`` validated, or by default
+    ``max(minimum, budget // per_item)``, so that a block holds about ``budget`` values when
+    each item contributes ``per_item``."""
+    if chunk_size is None:
+        return max(minimum, budget // max(per_item, 1))
+    if isinstance(chunk_size, bool) or int(chunk_size) != chunk_size or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+    return int(chunk_size)
+
+
+def floored_weights(logits, reference, floor, dtype, in_place=False):
+    """``exp(max(logits - reference, floor))``: subtracted and clamped in the logits' dtype,
+    exponentiated in ``dtype``. ``in_place`` reuses the memory of ``logits``."""
+    out = logits if in_place else None
+    shifted = torch.clamp(torch.sub(logits, reference, out=out), min=floor, out=out).to(dtype)
+    return shifted.exp_() if in_place else torch.exp(shifted)
+
+
+class StreamingSoftmax:
+    """Running softmax-weighted sums over blocks of candidates, exact for any blocking.
+
+    Parameters
+    ----------
+    max_shape : tuple, shape of the running maximum: the logits' shape with the candidate
+        dimension of size 1, e.g. ``(N, 1)`` for logits ``(N, c)``
+    logit_dtype : dtype of the logits (and of the running maximum)
+    device : torch device
+    weight_dtype : dtype the weights are exponentiated and summed in (default: ``logit_dtype``)
+    sum_dtype : dtype the sums are accumulated in across blocks (default float64: with
+        millions of nearly equal weights, float32 running sums drift by 1e-3)
+    in_place : bool, whether the logits of each block may be overwritten (not under autograd)
+
+    Attributes
+    ----------
+    run_max : Tensor of ``max_shape``
+    sums : tuple of Tensors, the accumulated weighted sums (None before the first block)
+    """
+
+    def __init__(self, max_shape, logit_dtype, device, *, weight_dtype=None, sum_dtype=torch.float64,
+                 in_place=True):
+        self.weight_dtype = logit_dtype if weight_dtype is None else weight_dtype
+        self.floor = log_weight_floor(self.weight_dtype)
+        self.run_max = torch.full(tuple(max_shape), -torch.inf, dtype=logit_dtype, device=device)
+        self.sum_dtype, self.in_place, self.sums = sum_dtype, in_place, None
+
+    def add(self, logits, dim, weighted_sums, rows=None):
+        """Fold in one block of candidates.
+
+        Parameters
+        ----------
+        logits : Tensor with the candidates along ``dim`` (overwritten when ``in_place``)
+        dim : int, the candidate dimension
+        weighted_sums : callable ``weights -> Tensor or tuple of Tensors``: the block's sums
+            over its candidates (e.g. ``weights @ values``), each with the leading dimension of
+            the queries
+        rows : long Tensor, optional: the block is for these queries (rows of ``run_max``) only
+        """
+        run_max = self.run_max if rows is None else self.run_max[rows]
+        new_max = torch.maximum(run_max, logits.amax(dim, keepdim=True)).detach()
+        # unnormalised weights, floored at a normal float (see log_weight_floor)
+        weights = floored_weights(logits, new_max, self.floor, self.weight_dtype, self.in_place)
+        block = weighted_sums(weights)
+        block = block if isinstance(block, tuple) else (block,)
+        if self.sums is None:
+            n = self.run_max.shape[0]
+            self.sums = tuple(b.new_zeros((n,) + b.shape[1:], dtype=self.sum_dtype) for b in block)
+        # what was accumulated under the old maximum, rescaled (zero before the first block)
+        rescale = torch.exp(torch.clamp(run_max - new_max, min=self.floor))
+        old = self.sums if rows is None else tuple(s[rows] for s in self.sums)
+        new = tuple(s * rescale + b.to(self.sum_dtype) for s, b in zip(old, block))
+        if rows is None:
+            self.run_max, self.sums = new_max, new
+        else:
+            self.run_max[rows] = new_max
+            for s, v in zip(self.sums, new):
+                s[rows] = v
+
+    def mean(self, dtype=None):
+        """The softmax averages: ``sums[0] / sums[1]``, or, for one fused sum whose last column
+        holds the sum of the weights, ``sums[0][..., :-1] / sums[0][..., -1:]``."""
+        if len(self.sums) == 1:
+            total = self.sums[0]
+            out = total[..., :-1] / total[..., -1:]
+        else:
+            out = self.sums[0] / self.sums[1]
+        return out if dtype is None else out.to(dtype)
+
+    def log_normaliser(self):
+        """``log sum_i exp(l_i)`` per query, from the last (or only) sum: the sum of the weights."""
+        return self.run_max + self.sums[-1].log()
+
+
+def softmax_average(aug_q, keys, values, chunk):
+    """``sum_i softmax_i(aug_q . keys_i) values_i``, streamed over chunks of candidates.
+
+    Parameters
+    ----------
+    aug_q : Tensor of shape (N, k), augmented queries (logits are ``aug_q @ keys.T``)
+    keys : Tensor of shape (M, k)
+    values : Tensor of shape (M, v + 1), the values to average with a last column of ones
+    chunk : int, candidates per block
+
+    Returns
+    -------
+    Tensor of shape (N, v), in the dtype of ``aug_q``. Differentiable with respect to ``aug_q``
+    when autograd is on.
+    """
+    acc = StreamingSoftmax((aug_q.shape[0], 1), aug_q.dtype, aug_q.device,
+                           in_place=not (torch.is_grad_enabled() and aug_q.requires_grad))
+    for start in range(0, keys.shape[0], chunk):
+        block = values[start:start + chunk]
+        acc.add(aug_q @ keys[start:start + chunk].T, 1, lambda w: w @ block)
+    return acc.mean(aug_q.dtype)

@@ -44,9 +44,8 @@ class DenoiserMixin:
     ``x`` is a validated tensor of shape (N, C, H, W), ``sigma`` a positive tensor of shape (N,)
     with the dtype and device of ``x``, and ``y`` validated labels or None. Their ``fit``
     records the image shape, count, value range and fingerprint of the training data, which are
-    saved with the estimator, by calling ``_reset_data_summary()`` then
-    ``_update_data_summary(data_summary(X))``, and lists its own fitted attributes in
-    ``_fitted_state``.
+    saved with the estimator, with ``self._set_data_summary(X)``, and lists its own fitted
+    attributes in ``_fitted_state``.
 
     Fitted state common to all denoisers:
 
@@ -140,6 +139,12 @@ class DenoiserMixin:
             )
         return as_labels(y, x.shape[0], classes, device=x.device)
 
+    def _set_data_summary(self, X):
+        """Start a new fitted state from training images ``X`` (N, C, H, W): record their shape,
+        count, value range and fingerprint (and forget whatever was fitted before)."""
+        self._reset_data_summary()
+        self._update_data_summary(data_summary(X))
+
     def _reset_data_summary(self):
         for name in SUMMARY:
             self.__dict__.pop(name, None)
@@ -182,18 +187,17 @@ class TrainingSetMixin(DenoiserMixin):
         """Store the training images ``X`` (N, C, H, W) and optional labels ``y`` (N,). Returns self."""
         self._validate_params()
         X = as_training_images(X)
-        self._reset_data_summary()
-        self.labels_ = self.classes_ = self.class_offsets_ = None
+        labels = classes = offsets = None
         if y is not None:
             y = as_labels(y, X.shape[0], device=X.device)
             order = torch.argsort(y, stable=True)
             X, y = X[order], y[order]
-            classes, counts = torch.unique_consecutive(y, return_counts=True)
-            self.labels_ = y.cpu()
-            self.classes_ = classes.cpu().numpy()
-            self.class_offsets_ = np.concatenate([[0], np.cumsum(counts.cpu().numpy())])
+            found, counts = torch.unique_consecutive(y, return_counts=True)
+            labels, classes = y.cpu(), found.cpu().numpy()
+            offsets = np.concatenate([[0], np.cumsum(counts.cpu().numpy())])
+        self.labels_, self.classes_, self.class_offsets_ = labels, classes, offsets
         self.data_ = X.detach().cpu().contiguous()
-        self._update_data_summary(data_summary(self.data_))
+        self._set_data_summary(self.data_)
         return self
 
     def _class_range(self, k):

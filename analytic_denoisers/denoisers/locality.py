@@ -6,7 +6,6 @@ from sklearn.base import BaseEstimator
 
 from ..core.batching import groups
 from ..core.contract import DenoiserMixin
-from ..core.fingerprint import data_summary
 from ..core.validation import Interval, Schedule, as_training_images
 from ..kernels.locality import locality_masks, pca_locality_posterior_mean, prepare_transposed
 from ..kernels.moments import moments
@@ -53,8 +52,7 @@ class PCALocalityDenoiser(DenoiserMixin, BaseEstimator):
         self._validate_params()
         X = as_training_images(X)
         basis = eigenbasis(moments(X), self.rank)
-        self._reset_data_summary()
-        self._update_data_summary(data_summary(X))
+        self._set_data_summary(X)
         self.data_ = X.detach().cpu().contiguous()
         self.mean_, self.eigvals_, self.eigvecs_ = basis.mean, basis.eigvals, basis.eigvecs
         return self

@@ -1,0 +1,63 @@
+"""``analytic-denoisers bench``: the benchmark protocol, every method against the reference."""
+
+import sys
+import time
+
+from .. import bench, registry
+from . import options
+
+
+def add_parser(sub):
+    p = sub.add_parser(
+        "bench", help="run the benchmark protocol: every method against the reference UNet",
+        description="Fit every chosen method on the training images, then compare it with the "
+                    "reference network (default: the UNet shipped in data/) on held-out noisy test "
+                    "images over a sigma grid (denoiser agreement) and from shared initial noise "
+                    "(sampler agreement). Prints the reference's quality gate; writes "
+                    "results.json, denoising.csv, sampling.csv, results.md, samples.png and "
+                    "metrics.png to --out. Options override the protocol file, which overrides "
+                    "the defaults of analytic_denoisers.bench.DEFAULT_PROTOCOL.")
+    p.add_argument("--protocol", help="protocol JSON file (keys of DEFAULT_PROTOCOL)")
+    options.add_data(p, split=False, default=None, limit_help="fit on the first LIMIT training images only")
+    p.add_argument("--reference", help="saved reference denoiser .h5 (default for the default "
+                                       "dataset: data/unet-default.h5)")
+    p.add_argument("--methods", help=f"comma-separated, from {','.join(sorted(registry.METHODS))} (default: all)")
+    options.add_params(p, 'pca-locality.threshold=0.02; patch_size="snr" is the SNR schedule', per_method=True)
+    group = p.add_argument_group("denoiser agreement")
+    group.add_argument("--n-images", type=options.positive_int, help="test images (default 32)")
+    group.add_argument("--sigmas", type=options.number_list(float), help="comma-separated sigma grid")
+    group.add_argument("--denoise-seed", type=int, help="test image i uses noise seed DENOISE_SEED + i")
+    options.add_sampling(p, n=None, steps=None, schedule=False)
+    options.add_device(p)
+    options.add_output(p, "output folder", default="out/bench")
+    p.set_defaults(func=run)
+
+
+def overrides(args):
+    """The protocol keys that the options set (those left out keep the protocol's values)."""
+    found = {key: getattr(args, key) for key in ("dataset", "root", "reference", "device")
+             if getattr(args, key) is not None}
+    if args.limit:
+        found["train_limit"] = args.limit
+    if args.methods:
+        found["methods"] = [m.strip() for m in args.methods.split(",") if m.strip()]
+    sections = {"denoising": dict(n_images=args.n_images, sigmas=args.sigmas, seed=args.denoise_seed),
+                "sampling": dict(n_samples=args.n, steps=args.steps, sampler=args.sampler, seed=args.seed)}
+    for section, values in sections.items():
+        values = {k: v for k, v in values.items() if v is not None}
+        if values:
+            found[section] = values
+    for method, name, value in args.param:
+        found.setdefault("params", {}).setdefault(method, {})[name] = value
+    return found
+
+
+def run(args):
+    protocol = bench.make_protocol(overrides(args), path=args.protocol)
+    protocol["device"] = str(options.device(protocol["device"]))
+    start = time.perf_counter()
+    results = bench.run(protocol, log=lambda line: print(line, file=sys.stderr))
+    paths = bench.write(results, args.out, command=options.command_line(args))
+    print(bench.gate_text(results["gate"]).splitlines()[0])
+    print(f"wrote {', '.join(str(p) for p in paths)} in {time.perf_counter() - start:.0f} s")
+    return 0

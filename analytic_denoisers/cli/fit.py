@@ -1,0 +1,30 @@
+"""``analytic-denoisers fit METHOD``: fit a denoiser on a dataset and save it (HDF5)."""
+
+import sys
+
+from .. import registry
+from . import options
+
+
+def add_parser(sub):
+    p = sub.add_parser("fit", help="fit a denoiser on a dataset and save it as HDF5",
+                       description="Fit a denoiser on a dataset and save it (HDF5).")
+    p.add_argument("method", choices=sorted(registry.METHODS), help="which denoiser")
+    options.add_data(p)
+    p.add_argument("--labels", action="store_true", help="fit a class-conditional denoiser (methods that support it)")
+    options.add_params(p, "rank=64")
+    options.add_device(p)
+    options.add_output(p, "output .h5 file")
+    p.set_defaults(func=run)
+
+
+def run(args):
+    X, y = options.load_data(args, return_labels=True)
+    est = registry.make(args.method, dataset=args.dataset, **dict(args.param))
+    print(f"fitting {est!r} on {args.dataset}/{args.split}: {tuple(X.shape)}", file=sys.stderr)
+    est.fit(X.to(options.device(args.device)), y if args.labels else None)
+    if args.labels and est.classes_ is None:
+        raise ValueError(f"method {args.method!r} does not use class labels: drop --labels")
+    est.save(args.out)
+    print(f"wrote {args.out}")
+    return 0

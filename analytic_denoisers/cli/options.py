@@ -1,0 +1,133 @@
+"""Argument types and the option groups that several subcommands share, each defined once."""
+
+import argparse
+import json
+import shlex
+
+import torch
+
+from .. import datasets
+from ..sampling import schedules
+from ..sampling.samplers import SAMPLERS
+
+
+def positive_int(text):
+    """argparse type: an integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def key_value(text):
+    """``key=value`` with value parsed as JSON when possible (``rank=64``, ``top_k=null``)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected key=value, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+def method_key_value(text):
+    """``method.key=value``, e.g. ``pca-locality.threshold=0.02``: (method, key, value)."""
+    key, value = key_value(text)
+    method, dot, name = key.partition(".")
+    if not dot or not name:
+        raise argparse.ArgumentTypeError(f"expected METHOD.KEY=VALUE, got {text!r}")
+    return method, name, value
+
+
+def number_list(kind):
+    """argparse type: comma-separated numbers of ``kind`` (float or int), at least one."""
+    def parse(text):
+        try:
+            values = [kind(v) for v in text.split(",") if v.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated {kind.__name__}s, got {text!r}") from None
+        if not values:
+            raise argparse.ArgumentTypeError("expected at least one number")
+        return values
+    return parse
+
+
+def pixel_list(text):
+    """argparse type: comma-separated ``row:col`` pairs."""
+    try:
+        pairs = [tuple(int(v) for v in item.split(":")) for item in text.split(",") if item.strip()]
+    except ValueError:
+        pairs = []
+    if not pairs or any(len(p) != 2 for p in pairs):
+        raise argparse.ArgumentTypeError(f"expected comma-separated row:col pairs, got {text!r}")
+    return pairs
+
+
+def device(name):
+    """The torch device to run on: ``name``, else CUDA if present, else the CPU (only the CLI picks)."""
+    return torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def command_line(args):
+    """The command as typed, for result files."""
+    return "analytic-denoisers " + " ".join(shlex.quote(a) for a in args.argv)
+
+
+# -- option groups ------------------------------------------------------------------------------
+
+def add_data(parser, *, split=True, default="default", limit_help="use only the first LIMIT images"):
+    """--dataset, --root, --split (optional) and --limit."""
+    group = parser.add_argument_group("data")
+    group.add_argument("--dataset", default=default, choices=datasets.NAMES,
+                       help="dataset name (default: " + (f"{default}; " if default else "the protocol's; ")
+                       + "'default' is the small Fashion-MNIST subset shipped in data/)")
+    group.add_argument("--root", help="folder or file holding the dataset (see datasets.load)")
+    if split:
+        group.add_argument("--split", default="train", choices=("train", "test"))
+    group.add_argument("--limit", type=positive_int, help=limit_help)
+
+
+def add_sampling(parser, *, n, steps, schedule=True):
+    """-n, --steps, --sampler, --seed and, with ``schedule``, the Karras schedule's --sigma-min,
+    --sigma-max and --rho. ``n=None`` and ``steps=None`` leave the defaults to a protocol."""
+    group = parser.add_argument_group("sampling")
+    default = "the protocol's" if n is None else None
+    group.add_argument("-n", "--n-samples", dest="n", type=positive_int, default=n,
+                       help=f"number of samples (default {default or n})")
+    group.add_argument("--steps", type=positive_int, default=steps,
+                       help=f"sampling steps (default {default or steps})")
+    group.add_argument("--sampler", default=None if n is None else "heun", choices=sorted(SAMPLERS),
+                       help=f"sampler (default {default or 'heun'})")
+    group.add_argument("--seed", type=int, default=None if n is None else 0,
+                       help=f"sample i starts from the noise of seed SEED + i (default {default or 0})")
+    if schedule:
+        group.add_argument("--sigma-min", type=float, default=0.002, help="smallest sigma (default 0.002)")
+        group.add_argument("--sigma-max", type=float, default=80.0, help="largest sigma (default 80)")
+        group.add_argument("--rho", type=float, default=7.0, help="Karras schedule exponent (default 7)")
+
+
+def schedule(args):
+    """The Karras schedule of the sampling options."""
+    return schedules.karras(args.steps, args.sigma_min, args.sigma_max, args.rho)
+
+
+def add_device(parser):
+    parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+
+
+def add_params(parser, example, *, per_method=False):
+    """--param KEY=VALUE (or METHOD.KEY=VALUE), repeatable."""
+    parser.add_argument("--param", type=method_key_value if per_method else key_value, action="append",
+                        default=[], metavar="METHOD.KEY=VALUE" if per_method else "KEY=VALUE",
+                        help=f"hyper-parameter, e.g. --param {example} (repeatable)")
+
+
+def add_output(parser, help, *, default=None):
+    parser.add_argument("-o", "--out", required=default is None, default=default,
+                        help=help + ("" if default is None else f" (default {default})"))
+
+
+def load_data(args, split=None, return_labels=False):
+    """The images (and labels) of the data options, the first ``--limit`` of them."""
+    loaded = datasets.load(args.dataset, split or args.split, args.root, return_labels=return_labels)
+    return tuple(t[:args.limit] for t in loaded) if return_labels else loaded[:args.limit]

@@ -24,6 +24,8 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
+from .core.validation import Interval, check_scalar
+
 __all__ = ["NAMES", "SPLITS", "DatasetNotFoundError", "load"]
 
 NAMES = ("default", "fashion-mnist", "mnist", "cifar10", "imagefolder")
@@ -114,9 +116,7 @@ def load(name, split="train", root=None, *, return_labels=False, image_size=None
         raise ValueError(f"unknown dataset {name!r}; expected one of {NAMES}")
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
-    if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int)
-                                   or image_size < 1):
-        raise ValueError(f"image_size must be a positive int, got {image_size!r}")
+    image_size = check_scalar(image_size, "image_size", Interval(int, 1), None)
     images, labels = _LOADERS[name](split, root, image_size, progress)  # (N, C, H, W) uint8, (N,)
     X = torch.from_numpy(_UINT8_TO_UNIT[images])  # (N, C, H, W) float32
     if image_size is not None and X.shape[-2:] != (image_size, image_size):

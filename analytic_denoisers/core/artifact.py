@@ -68,7 +68,7 @@ def save(estimator, path):
             )
             f.attrs["class"] = type(estimator).__name__
             state = f.create_group("state")
-            state.attrs["scalars"] = json.dumps(scalars)
+            state.attrs["scalars"] = dumps(scalars)
             for name, (kind, array) in arrays.items():
                 big = array.nbytes > 1 << 20
                 ds = state.create_dataset(name, data=array, compression="gzip" if big else None,

@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 import torch
 
-from ..core.validation import as_sigma
+from ..core.validation import Interval, as_sigma, check_scalar
 from .softmax import StreamingSoftmax, resolve_chunk, softmax_average
 
 BLOCK_ELEMENTS = 2**19  # default size of one (queries x chunk) logit block: cache-sized
@@ -115,9 +115,7 @@ def empirical_posterior_mean(x, sigma, data, *, chunk_size=None, top_k=None, pre
 
 def _top_k_posterior_mean(aug_q, aug, chunk, k):
     """Softmax over each query's k largest logits, found chunk by chunk; centred output."""
-    if isinstance(k, bool) or int(k) != k or k < 1:
-        raise ValueError(f"top_k must be a positive integer, got {k!r}")
-    k, n, d = int(k), aug_q.shape[0], aug.shape[1] - 2
+    k, n, d = check_scalar(k, "top_k", Interval(int, 1)), aug_q.shape[0], aug.shape[1] - 2
     best = aug_q.new_full((n, 0), -torch.inf)
     best_idx = torch.zeros((n, 0), dtype=torch.long, device=aug_q.device)
     for start in range(0, aug.shape[0], chunk):

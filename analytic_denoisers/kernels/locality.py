@@ -25,7 +25,7 @@ from typing import NamedTuple, Optional
 
 import torch
 
-from ..core.validation import as_level
+from ..core.validation import Interval, as_level, check_scalar
 from .softmax import StreamingSoftmax, resolve_chunk
 from .wiener import wiener_matrix
 
@@ -126,9 +126,7 @@ def block_plan(mask, block_size=None, dtype=torch.float32):
     LocalityPlan
     """
     d, device = mask.shape[1], mask.device
-    if block_size is not None and (isinstance(block_size, bool) or int(block_size) != block_size
-                                   or block_size < 1):
-        raise ValueError(f"block_size must be a positive integer, got {block_size!r}")
+    block_size = check_scalar(block_size, "block_size", Interval(int, 1), None)
     if block_size is not None and block_size >= d:
         dense = Block(0, d, None, mask.T.to(dtype).contiguous(), False)
         return LocalityPlan(torch.arange(d, device=device), [dense], d)

@@ -11,6 +11,8 @@ import math
 
 import torch
 
+from ..core.validation import Interval, check_scalar
+
 
 def log_weight_floor(dtype):
     """Log of the smallest weight kept: ``e^30`` times the smallest normal float of ``dtype``.
@@ -31,9 +33,7 @@ def resolve_chunk(chunk_size, per_item, budget, minimum=1):
     each item contributes ``per_item``."""
     if chunk_size is None:
         return max(minimum, budget // max(per_item, 1))
-    if isinstance(chunk_size, bool) or int(chunk_size) != chunk_size or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
-    return int(chunk_size)
+    return check_scalar(chunk_size, "chunk_size", Interval(int, 1))
 
 
 def floored_weights(logits, reference, floor, dtype, in_place=False):

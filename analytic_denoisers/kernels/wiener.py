@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 import torch
 
-from ..core.validation import as_sigma, check_sigmas
+from ..core.validation import Interval, as_sigma, check_scalar, check_sigmas
 
 
 def wiener_gains(eigvals, sigma):
@@ -65,9 +65,7 @@ def eigenbasis(moments, rank=None):
     """
     covariance = moments.covariance().cpu()
     d = covariance.shape[0]
-    rank = d if rank is None else rank
-    if isinstance(rank, bool) or int(rank) != rank or not 1 <= rank <= d:
-        raise ValueError(f"rank must be an integer between 1 and d = {d}, got {rank!r}")
+    rank = d if rank is None else check_scalar(rank, f"rank (at most d = {d})", Interval(int, 1, d))
     eigvals, eigvecs = torch.linalg.eigh(covariance)  # ascending
     return Eigenbasis(moments.mean.cpu(), covariance, eigvals.flip(0)[:int(rank)].clamp_min(0).contiguous(),
                       eigvecs.flip(1)[:, :int(rank)].contiguous())

@@ -11,9 +11,9 @@ from tqdm.auto import tqdm
 from ..core.batching import in_batches
 from ..core.contract import as_denoise_fn
 from ..core.noise import seeded_noise
-from ..core.validation import Interval, as_images, check_scalar, sigma_grid
+from ..core.validation import Interval, Sequence, as_images, check_scalar, sigma_grid
 from ..metrics import METRICS
-from .table import Table, _is_number
+from .table import Table
 
 
 @dataclass
@@ -100,8 +100,7 @@ def calibrate(estimator, param, candidates, target, X, sigmas, *, metric="mse", 
         raise ValueError(f"{param!r} is not a hyper-parameter of {type(estimator).__name__}; "
                          f"it has {sorted(params)}")
     candidates = list(candidates)
-    if not candidates or not all(_is_number(c) for c in candidates):
-        raise ValueError(f"candidates must be a non-empty sequence of numbers, got {candidates!r}")
+    check_scalar(candidates, "candidates", Sequence(Interval(float)))
     target_fn = as_denoise_fn(target, name="target")
     batch_size = check_scalar(batch_size, "batch_size", Interval(int, 1), None)
     X = as_images(X, name="X")

@@ -13,9 +13,9 @@ import math
 
 import torch
 
-from ..core.validation import as_images, sigma_grid
+from ..core.validation import Interval, as_images, check_scalar, sigma_grid
 from ..kernels.locality import locality_masks
-from .table import Table, _is_number
+from .table import Table
 
 
 def max_patch_size(image_shape):
@@ -73,8 +73,7 @@ def wiener_radii(sigma, eigvals, eigvecs, image_shape, threshold):
     if eigvecs.dim() != 2 or eigvecs.shape[0] != d or eigvals.shape != eigvecs.shape[1:]:
         raise ValueError(f"expected eigvals of shape (r,) and eigvecs of shape ({d}, r) for images of "
                          f"shape {shape}, got {tuple(eigvals.shape)} and {tuple(eigvecs.shape)}")
-    if not (_is_number(threshold) and 0 <= threshold <= 1):
-        raise ValueError(f"threshold must be a number in [0, 1], got {threshold!r}")
+    check_scalar(threshold, "threshold", Interval(float, 0, 1))
     mask = locality_masks(float(sigma), eigvals, eigvecs, threshold).cpu()  # (d, d) [n, m]
     dist = chebyshev_distances(shape)  # (d, d)
     return torch.where(mask, dist, 0).amax(0)  # (d,) one radius per output pixel m
@@ -112,8 +111,7 @@ def wiener_extent_schedule(gaussian, sigmas, threshold=0.005, *, quantile=0.5):
     if missing:
         raise ValueError(f"wiener_extent_schedule needs a fitted GaussianDenoiser (or any object with "
                          f"eigvals_, eigvecs_ and image_shape_); {type(gaussian).__name__} lacks {missing}")
-    if not (_is_number(quantile) and 0 <= quantile <= 1):
-        raise ValueError(f"quantile must be a number in [0, 1], got {quantile!r}")
+    check_scalar(quantile, "quantile", Interval(float, 0, 1))
     levels = sigma_grid(sigmas)
     shape = tuple(gaussian.image_shape_)
     sizes = []
@@ -207,8 +205,7 @@ def snr_resolution_schedule(X, sigmas, *, snr=1.0, chunk_size=1024):
     -------
     :class:`Table` of odd integer patch sizes on ``sigmas``, ``interpolation="nearest"``.
     """
-    if not (_is_number(snr) and snr > 0 and math.isfinite(snr)):
-        raise ValueError(f"snr must be a positive number, got {snr!r}")
+    check_scalar(snr, "snr", Interval(float, 0, closed="neither"))
     X = as_images(X, name="X")
     levels = sigma_grid(sigmas)
     frequencies, power = radial_power_spectrum(X, chunk_size=chunk_size)

@@ -7,17 +7,16 @@ up in log-sigma, saved with the estimator that holds it (``to_dict`` / :func:`js
 """
 
 import math
-import numbers
 
 import numpy as np
 
-from ..core.validation import as_level, as_vector, check_sigmas
+from ..core.validation import Interval, as_level, as_vector, check_sigmas
 
 INTERPOLATIONS = ("nearest", "log-linear")
 
 
 def _is_number(value):
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+    return Interval(float).is_satisfied_by(value)
 
 
 def value_at(schedule, sigma):

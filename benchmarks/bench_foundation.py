@@ -22,7 +22,7 @@ import argparse
 import torch
 
 import analytic_denoisers as ad
-from analytic_denoisers.benchmark import PeakMemory
+from analytic_denoisers.bench import PeakMemory
 from common import (fashion_mnist_inputs, markdown_table, median_time, report_header,
                     write_report)
 

@@ -25,9 +25,9 @@ import time
 import torch
 
 import analytic_denoisers as ad
-from analytic_denoisers.benchmark import PeakMemory
-from analytic_denoisers.empirical import log_weight_floor
-from analytic_denoisers.locality import block_plan, pca_locality_posterior_mean, prepare_transposed
+from analytic_denoisers.bench import PeakMemory
+from analytic_denoisers.kernels.locality import block_plan, pca_locality_posterior_mean, prepare_transposed
+from analytic_denoisers.kernels.softmax import log_weight_floor
 from common import (fashion_mnist_inputs, markdown_table, median_time, report_header,
                     write_report)
 

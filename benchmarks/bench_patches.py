@@ -30,10 +30,10 @@ import torch
 import torch.nn.functional as F
 
 import analytic_denoisers as ad
-from analytic_denoisers.benchmark import PeakMemory
-from analytic_denoisers.empirical import StreamingSoftmax
-from analytic_denoisers.patches import (build_patch_index, equivariant_local_score_posterior_mean,
-                                        patch_composite_posterior_mean)
+from analytic_denoisers.bench import PeakMemory
+from analytic_denoisers.kernels.patch_index import build_patch_index
+from analytic_denoisers.kernels.patches import equivariant_local_score_posterior_mean, patch_composite_posterior_mean
+from analytic_denoisers.kernels.softmax import StreamingSoftmax
 from common import fashion_mnist_inputs, markdown_table, report_header, write_report
 
 
@@ -58,7 +58,7 @@ def els_by_convolution(x, sigma, data, size, chunk=8):
     pad = size // 2
     x_pad = F.pad(x, (pad,) * 4, mode="circular")
     q_norm = F.unfold(x_pad, size).square().sum(1)  # (n, HW)
-    acc = StreamingSoftmax(n * h * w, c + 1, x)
+    acc = StreamingSoftmax((n * h * w, 1), x.dtype, x.device)
     for start in range(0, len(data), chunk):
         images = data[start:start + chunk]
         filters = F.unfold(F.pad(images, (pad,) * 4, mode="circular"), size)  # (k, c P P, HW)
@@ -67,8 +67,8 @@ def els_by_convolution(x, sigma, data, size, chunk=8):
         dist = q_norm[:, None] - 2 * dots.flatten(2) + filters.square().sum((1, 2, 3))[None, :, None]
         logits = (dist * (-0.5 / sigma**2)).transpose(1, 2).reshape(n * h * w, -1)
         centres = F.pad(images.flatten(2).transpose(1, 2).reshape(-1, c), (0, 1), value=1)
-        acc.add(logits, centres)
-    return acc.result().reshape(n, h * w, c).transpose(1, 2).reshape(x.shape)
+        acc.add(logits, 1, lambda weights: weights @ centres)
+    return acc.mean(x.dtype).reshape(n, h * w, c).transpose(1, 2).reshape(x.shape)
 
 
 def timed(fn, repeats):

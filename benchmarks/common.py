@@ -10,8 +10,8 @@ from pathlib import Path
 import torch
 
 import analytic_denoisers as ad
-from analytic_denoisers.benchmark import environment
-from analytic_denoisers.sampling import seeded_noise
+from analytic_denoisers.bench import environment
+from analytic_denoisers.core.noise import seeded_noise
 
 def median_time(fn, repeats=7, warmup=1):
     """Median wall time of ``fn()`` in seconds over ``repeats`` runs after ``warmup`` runs."""

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 import analytic_denoisers as ad
-from analytic_denoisers.sampling import seeded_noise
+from analytic_denoisers.core.noise import seeded_noise
 from analytic_denoisers.viz import save_labelled_rows
 
 SIGMAS = (0.1, 0.5, 1.0)

@@ -24,7 +24,7 @@ def teleport_sample(denoiser, gaussian, noise, sigmas, skip, method="heun"):
     noise : Tensor of shape (N, C, H, W), standard normal; the start is ``sigmas[0] * noise``
     sigmas : 1-D schedule ending in 0
     skip : int in ``[0, len(sigmas) - 2]``, steps replaced by the closed form (0: a plain run)
-    method : a sampler name of :data:`analytic_denoisers.sampling.SAMPLERS`
+    method : a sampler name of :data:`analytic_denoisers.sampling.samplers.SAMPLERS`
 
     Returns
     -------

@@ -178,7 +178,7 @@ def rank_correlation(a, b):
 def gaussian_flow_gain(delta, sigma, eigvals, eigvecs):
     """``|U diag(sqrt(lam / (lam + sigma^2))) U^T delta|``: a perturbation's effect on the end.
 
-    The closed-form flow from ``sigma`` to 0 (:func:`~analytic_denoisers.gaussian.gaussian_trajectory`)
+    The closed-form flow from ``sigma`` to 0 (:func:`~analytic_denoisers.kernels.wiener.gaussian_trajectory`)
     is affine, so this is exact for any start; the part of ``delta`` outside the span of U
     shrinks to zero. Returns a float64 CPU Tensor of shape (N,).
     """

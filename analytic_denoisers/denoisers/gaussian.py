@@ -105,7 +105,7 @@ class GaussianDenoiser(DenoiserMixin, BaseEstimator):
         Parameters
         ----------
         x_T : Tensor of shape (N, C, H, W)
-        sigmas : 1-D tensor of shape (S,), e.g. a schedule from :mod:`analytic_denoisers.schedules`
+        sigmas : 1-D tensor of shape (S,), e.g. a schedule from :mod:`analytic_denoisers.sampling.schedules`
 
         Returns
         -------

@@ -129,7 +129,7 @@ def sample(denoiser, noise, sigmas, method="heun", *, y=None, callback=None, ret
     denoiser : object with ``denoise(x, sigma)``, or a callable ``f(x, sigma)``
     noise : Tensor of shape (N, C, H, W)
         Standard normal noise; the initial state is ``sigmas[0] * noise``.
-    sigmas : 1-D tensor, decreasing, ending in 0 (see :mod:`analytic_denoisers.schedules`)
+    sigmas : 1-D tensor, decreasing, ending in 0 (see :mod:`analytic_denoisers.sampling.schedules`)
     method : {"euler", "heun", "ddim"}
     y : Tensor of shape (N,), optional
         Class labels for class-conditional denoisers.

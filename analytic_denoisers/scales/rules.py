@@ -51,7 +51,7 @@ def wiener_radii(sigma, eigvals, eigvecs, image_shape, threshold):
     """Chebyshev radius of each output pixel's Wiener neighbourhood at one noise level.
 
     The neighbourhood of output pixel m is column m of the PCA-locality mask of
-    :func:`~analytic_denoisers.locality.locality_masks` (Lukoianov et al., arXiv 2509.09672):
+    :func:`~analytic_denoisers.kernels.locality.locality_masks` (Lukoianov et al., arXiv 2509.09672):
     ``|W[n, m] / W[n, n]| >= threshold * max |W / diag W|`` with the Wiener filter
     ``W = U diag(lam / (lam + sigma^2)) U^T``. Its radius is the largest Chebyshev distance
     ``max(|i_n - i_m|, |j_n - j_m|)`` from m to an input pixel n in it (0 if it is m alone or

@@ -121,7 +121,7 @@ class Table:
         ----------
         values : sequence of shape (n,), one value per step
         sigmas : 1-D tensor of shape (n + 1,) or (n,)
-            A sampling schedule (strictly decreasing, as from :mod:`analytic_denoisers.schedules`),
+            A sampling schedule (strictly decreasing, as from :mod:`analytic_denoisers.sampling.schedules`),
             with or without its final 0.
         interpolation : see :class:`Table`
 

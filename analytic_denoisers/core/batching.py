@@ -3,6 +3,8 @@
 import numpy as np
 import torch
 
+from .validation import as_sigma
+
 
 def in_batches(fn, x, sigma, batch_size=None):
     """``fn(x[i:j], sigma[i:j])`` over slices of at most ``batch_size`` images, concatenated.
@@ -25,6 +27,32 @@ def in_batches(fn, x, sigma, batch_size=None):
     if out.shape != x.shape:
         raise ValueError(f"a denoiser returned shape {tuple(out.shape)} for input of shape {tuple(x.shape)}")
     return out.to(x.device)
+
+
+def per_level(x, sigma, compute):
+    """``compute(x[rows], level)`` for the images of each distinct noise level, reassembled.
+
+    For kernels whose work is set by one sigma per call (masks, patch sizes, the logits' scale),
+    so that they accept a float or one level per image.
+
+    Parameters
+    ----------
+    x : Tensor of shape (N, ...)
+    sigma : float or Tensor of shape (N,), validated here
+    compute : callable ``(x rows, float level) -> Tensor`` of the shape of its input
+
+    Returns
+    -------
+    Tensor of the shape of ``x`` (``compute``'s own output when there is one level).
+    """
+    sigma = as_sigma(sigma, x)
+    levels = torch.unique(sigma).tolist()
+    if len(levels) == 1:
+        return compute(x, levels[0])
+    out = torch.empty_like(x)
+    for rows, level, _ in groups(sigma):
+        out[rows] = compute(x[rows], level)
+    return out
 
 
 def groups(sigma=None, y=None, classes=None):

@@ -146,16 +146,17 @@ def check_params(owner, params, constraints):
 # -- images, noise levels, labels ---------------------------------------------------------------
 
 
-def as_images(x, name="x", image_shape=None):
+def as_images(x, name="x", image_shape=None, flat=False):
     """Validate a batch of images and return it as a floating-point tensor.
 
     Parameters
     ----------
-    x : Tensor or ndarray of shape (N, C, H, W)
+    x : Tensor or ndarray of shape (N, C, H, W), or (N, ...) with ``flat``
     name : str
         Used in error messages.
     image_shape : tuple (C, H, W), optional
         The fitted image shape that ``x`` must match.
+    flat : bool, also accept flattened images (N, d) or any (N, ...) of at least 2 dimensions
 
     Returns
     -------
@@ -165,8 +166,8 @@ def as_images(x, name="x", image_shape=None):
         x = torch.from_numpy(np.ascontiguousarray(x))
     if not isinstance(x, torch.Tensor):
         raise ValueError(f"{name} must be a torch.Tensor or numpy array, got {type(x).__name__}")
-    if x.dim() != 4:
-        raise ValueError(f"{name} must have shape (N, C, H, W), got shape {tuple(x.shape)}")
+    if (x.dim() < 2) if flat else (x.dim() != 4):
+        raise ValueError(f"{name} must have shape {'(N, ...)' if flat else '(N, C, H, W)'}, got shape {tuple(x.shape)}")
     if x.shape[0] == 0:
         raise ValueError(f"{name} is empty: shape {tuple(x.shape)}")
     if not x.is_floating_point():
@@ -184,6 +185,18 @@ def as_images(x, name="x", image_shape=None):
     if not bool(torch.isfinite(x).all()):
         raise ValueError(f"{name} contains NaN or Inf values")
     return x
+
+
+def check_data(data, x, name="data"):
+    """Training images for a kernel: a non-empty tensor (M, ...) with the trailing shape, dtype and
+    device of the queries ``x`` (N, ...). Returns it."""
+    if (not isinstance(data, torch.Tensor) or len(data) == 0 or tuple(data.shape[1:]) != tuple(x.shape[1:])
+            or data.dtype != x.dtype or data.device != x.device):
+        got = (f"shape {tuple(data.shape)}, {data.dtype} on {data.device}" if isinstance(data, torch.Tensor)
+               else type(data).__name__)
+        raise ValueError(f"{name} must be a non-empty tensor of shape (M, {', '.join(map(str, x.shape[1:]))}) with "
+                         f"dtype {x.dtype} on {x.device} like x; got {got}")
+    return data
 
 
 def as_training_images(X):

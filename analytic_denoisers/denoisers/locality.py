@@ -1,10 +1,8 @@
 """The PCA-locality estimator (Lukoianov et al., arXiv 2509.09672); the math is in
 :mod:`analytic_denoisers.kernels.locality`."""
 
-import torch
 from sklearn.base import BaseEstimator
 
-from ..core.batching import groups
 from ..core.contract import DenoiserMixin
 from ..core.validation import Interval, Schedule, as_training_images
 from ..kernels.locality import locality_masks, pca_locality_posterior_mean, prepare_transposed
@@ -67,8 +65,5 @@ class PCALocalityDenoiser(DenoiserMixin, BaseEstimator):
 
     def _denoise(self, x, sigma, y):
         prepared = self._derived("prepared", x, lambda: prepare_transposed(self.data_.to(x.device, x.dtype)))
-        out = torch.empty_like(x)
-        for rows, level, _ in groups(sigma):  # one mask set per distinct sigma
-            out[rows] = pca_locality_posterior_mean(x[rows], level, None, self.masks(level).to(x.device),
-                                                   chunk_size=self.chunk_size, prepared=prepared)
-        return out
+        # one mask set per distinct sigma
+        return pca_locality_posterior_mean(x, sigma, None, self.masks, chunk_size=self.chunk_size, prepared=prepared)

@@ -7,19 +7,12 @@ from sklearn.base import BaseEstimator
 
 from ..core.batching import groups
 from ..core.contract import TrainingSetMixin
-from ..core.validation import BOOLEAN, Interval, Options, Schedule, check_scalar
+from ..core.validation import BOOLEAN, Interval, Options, Schedule
 from ..kernels.patch_index import build_patch_index
 from ..kernels.patches import (PADDINGS, equivariant_local_score_posterior_mean, equivariant_position_sets,
-                               local_score_posterior_mean, patch_composite_posterior_mean)
-from ..scales.table import value_at
+                               local_score_posterior_mean, patch_composite_posterior_mean, size_at)
 
 CHUNK = [Interval(int, 1), None]
-
-
-def _size_at(schedule, sigma, odd, limit):
-    """A patch size (a number or a schedule) at one sigma, validated and clipped to ``limit``."""
-    size = check_scalar(value_at(schedule, sigma), f"patch_size at sigma = {sigma:g}", Interval(int, 1, odd=odd))
-    return min(size, limit)
 
 
 class LocalScoreDenoiser(TrainingSetMixin, BaseEstimator):
@@ -80,7 +73,7 @@ class LocalScoreDenoiser(TrainingSetMixin, BaseEstimator):
         self._check_fitted()
         _, h, w = self.image_shape_
         limit = 2 * (min(h, w) if self.padding == "circular" else max(h, w)) - 1
-        return _size_at(self.patch_size, sigma, True, limit)
+        return min(size_at(self.patch_size, sigma, odd=True), limit)
 
     def _denoise(self, x, sigma, y):
         data = self._fitted_on("data_", x)
@@ -128,7 +121,7 @@ class PatchCompositeDenoiser(TrainingSetMixin, BaseEstimator):
         """The crop side used at noise level ``sigma`` (after clipping to the image)."""
         self._check_fitted()
         _, h, w = self.image_shape_
-        return _size_at(self.patch_size, sigma, False, min(h, w))
+        return min(size_at(self.patch_size, sigma, odd=False), min(h, w))
 
     def _denoise(self, x, sigma, y):
         data = self._fitted_on("data_", x)

@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 import torch
 
-from ..core.validation import Interval, as_sigma, check_scalar
+from ..core.validation import Interval, as_images, as_sigma, check_scalar
 from .softmax import StreamingSoftmax, resolve_chunk, softmax_average
 
 BLOCK_ELEMENTS = 2**19  # default size of one (queries x chunk) logit block: cache-sized
@@ -97,6 +97,7 @@ def empirical_posterior_mean(x, sigma, data, *, chunk_size=None, top_k=None, pre
     -------
     Tensor of the shape of ``x``. Differentiable with respect to ``x`` when autograd is on.
     """
+    x = as_images(x, flat=True)
     n = x.shape[0]
     queries = x.reshape(n, -1)  # (N, d)
     d = queries.shape[1]

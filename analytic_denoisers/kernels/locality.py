@@ -25,7 +25,8 @@ from typing import NamedTuple, Optional
 
 import torch
 
-from ..core.validation import Interval, as_level, check_scalar
+from ..core.batching import per_level
+from ..core.validation import Interval, as_images, as_level, check_scalar
 from .softmax import StreamingSoftmax, resolve_chunk
 from .wiener import wiener_matrix
 
@@ -196,9 +197,10 @@ def pca_locality_posterior_mean(x, sigma, data, mask, *, chunk_size=None, block_
     Parameters
     ----------
     x : Tensor of shape (N, C, H, W)
-    sigma : float, one noise level for the whole batch (its masks are ``mask``)
+    sigma : float or Tensor of shape (N,)
     data : Tensor of shape (M, d), in the dtype and on the device of ``x``
-    mask : bool Tensor of shape (d, d), ``mask[n, m]`` as in :func:`locality_masks`
+    mask : bool Tensor of shape (d, d), ``mask[n, m]`` as in :func:`locality_masks`, or a
+        function of sigma giving it (e.g. ``lambda s: locality_masks(s, eigvals, eigvecs, 0.005)``)
     chunk_size : int, optional, training images per chunk (does not change the result)
     block_size : int, optional, output pixels per block of :func:`block_plan` (default: chosen
         from the mask by a cost model; does not change the result beyond rounding)
@@ -208,15 +210,24 @@ def pca_locality_posterior_mean(x, sigma, data, mask, *, chunk_size=None, block_
     -------
     Tensor of the shape of ``x``.
     """
+    x = as_images(x)
+    d = x[0].numel()
+    prepared = prepare_transposed(data) if prepared is None else prepared  # (d, M), (d,)
+    if prepared[0].shape[0] != d or prepared[0].dtype != x.dtype or prepared[0].device != x.device:
+        raise ValueError(
+            f"training data must have d = {d} features, dtype {x.dtype} and device {x.device} "
+            f"like x; got d = {prepared[0].shape[0]}, {prepared[0].dtype}, {prepared[0].device}"
+        )
+    return per_level(x, sigma, lambda x, level: _pca_locality(
+        x, level, prepared, mask(level) if callable(mask) else mask, chunk_size, block_size))
+
+
+def _pca_locality(x, sigma, prepared, mask, chunk_size, block_size):
+    """PCA-locality at one noise level ``sigma`` (float) with its ``mask``."""
     n = x.shape[0]
     queries = x.reshape(n, -1)  # (N, d)
     d = queries.shape[1]
-    data_t, center = prepare_transposed(data) if prepared is None else prepared  # (d, M), (d,)
-    if data_t.shape[0] != d or data_t.dtype != x.dtype or data_t.device != x.device:
-        raise ValueError(
-            f"training data must have d = {d} features, dtype {x.dtype} and device {x.device} "
-            f"like x; got d = {data_t.shape[0]}, {data_t.dtype}, {data_t.device}"
-        )
+    data_t, center = prepared  # (d, M), (d,)
     chunk = min(resolve_chunk(chunk_size, n * 128, 2**19, minimum=512), data_t.shape[1])  # ~4096 (query, image)
     plan = block_plan(mask.to(x.device), block_size, x.dtype)
     identity = plan.block_size >= d  # one dense block: outputs in pixel order

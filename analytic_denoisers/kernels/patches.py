@@ -37,11 +37,27 @@ flops per query for ELS (feasible for small training sets; see the benchmarks).
 import torch
 import torch.nn.functional as F
 
+from ..core.batching import per_level
+from ..core.validation import Interval, Options, as_images, check_data, check_scalar
+from ..scales.table import value_at
 from .patch_index import build_patch_index, logit_dtype, patches_of, pruned_patch_softmax
 from .softmax import StreamingSoftmax, floored_weights, log_weight_floor, resolve_chunk
 
 PADDINGS = ("zeros", "circular")
 BOX_ELEMENTS = 2**20  # default (query, image, pixel) values per chunk of the window kernels
+
+
+def _check_inputs(x, data, padding="zeros"):
+    """Validated queries (N, C, H, W), training images like them, and a known padding."""
+    x = as_images(x)
+    check_data(data, x)
+    check_scalar(padding, "padding", Options(*PADDINGS))
+    return x
+
+
+def size_at(patch_size, sigma, odd):
+    """A patch size (a number or a schedule of sigma) at one noise level, validated (odd if asked)."""
+    return check_scalar(value_at(patch_size, sigma), f"patch_size at sigma = {sigma:g}", Interval(int, 1, odd=odd))
 
 
 def window_sums(t, size, pad=0, padding="zeros"):
@@ -92,10 +108,10 @@ def local_score_posterior_mean(x, sigma, data, patch_size, *, padding="zeros", c
     Parameters
     ----------
     x : Tensor of shape (N, C, H, W)
-    sigma : float, one noise level for the batch
+    sigma : float or Tensor of shape (N,)
     data : Tensor of shape (M, C, H, W), dtype and device of ``x``
-    patch_size : odd int P; ``2 max(H, W) - 1`` or more compares whole images (the
-        empirical-optimal denoiser, with zero padding)
+    patch_size : odd int P, or a function of sigma giving one; ``2 max(H, W) - 1`` or more
+        compares whole images (the empirical-optimal denoiser, with zero padding)
     padding : "zeros" (the paper's LS) or "circular"
     chunk_size : int, optional, training images per chunk (does not change the result)
 
@@ -103,6 +119,13 @@ def local_score_posterior_mean(x, sigma, data, patch_size, *, padding="zeros", c
     -------
     Tensor of the shape of ``x``: ``sum_i softmax_i(-||x_P(p) - x_i,P(p)||^2 / 2 sigma^2) x_i[:, p]``.
     """
+    x = _check_inputs(x, data, padding)
+    return per_level(x, sigma, lambda x, level: _local_score(
+        x, level, data, size_at(patch_size, level, odd=True), padding, chunk_size))
+
+
+def _local_score(x, sigma, data, patch_size, padding, chunk_size):
+    """The LS machine at one noise level ``sigma`` (float)."""
     n, c, h, w = x.shape
     size, pad = patch_size, patch_size // 2
     chunk = resolve_chunk(chunk_size, n * h * w, BOX_ELEMENTS)
@@ -153,27 +176,39 @@ def equivariant_local_score_posterior_mean(x, sigma, data, patch_size, *, paddin
     Parameters
     ----------
     x : Tensor of shape (N, C, H, W)
-    sigma : float, one noise level for the batch
+    sigma : float or Tensor of shape (N,)
     data : Tensor of shape (M, C, H, W), dtype and device of ``x``
-    patch_size : odd int P, at most ``2 min(H, W) - 1`` with circular padding
+    patch_size : odd int P, or a function of sigma giving one; at most ``2 min(H, W) - 1`` with
+        circular padding
     padding : "circular" (ELS) or "zeros" (bbELS)
     chunk_size : int, optional, training images per chunk (does not change the result)
     prune_tol : float, optional
         If set, skip clusters of training patches that provably hold less than ``prune_tol``
         of each softmax (:func:`pruned_patch_softmax`; error at most ``2 prune_tol max|x_i|``).
-    indexes : list of PatchIndex, optional, one per position set (built when needed)
-    stats : dict, optional; with ``prune_tol``, receives ``computed_fraction``
+    indexes : list of PatchIndex, one per position set, or a function ``patch_size -> list``
+        (to reuse indexes across calls), optional; built when needed
+    stats : dict, optional; with ``prune_tol``, receives ``computed_fraction`` (of the last
+        noise level, with several)
 
     Returns
     -------
     Tensor of the shape of ``x``.
     """
+    x = _check_inputs(x, data, padding)
+    if prune_tol is not None:
+        check_scalar(prune_tol, "prune_tol", Interval(float, 0, 1, closed="neither"))
+    return per_level(x, sigma, lambda x, level: _equivariant_local_score(
+        x, level, data, size_at(patch_size, level, odd=True), padding, chunk_size, prune_tol, indexes, stats))
+
+
+def _equivariant_local_score(x, sigma, data, patch_size, padding, chunk_size, prune_tol, indexes, stats):
+    """The ELS / bbELS machine at one noise level ``sigma`` (float)."""
     n, c, h, w = x.shape
     sets = [s.to(x.device) for s in equivariant_position_sets(h, w, patch_size, padding)]
     queries = patches_of(x, patch_size, padding)  # (N, HW, D)
     if prune_tol is not None:
-        if indexes is None:
-            indexes = [build_patch_index(data, patch_size, padding, pos) for pos in sets]
+        indexes = (indexes(patch_size) if callable(indexes) else indexes) if indexes is not None else \
+            [build_patch_index(data, patch_size, padding, pos) for pos in sets]
         out = torch.empty(n, h * w, c, dtype=x.dtype, device=x.device)
         computed = 0.0
         for pos, index in zip(sets, indexes, strict=True):
@@ -219,15 +254,23 @@ def patch_composite_posterior_mean(x, sigma, data, patch_size, *, chunk_size=Non
     Parameters
     ----------
     x : Tensor of shape (N, C, H, W)
-    sigma : float, one noise level for the batch
+    sigma : float or Tensor of shape (N,)
     data : Tensor of shape (M, C, H, W), dtype and device of ``x``
-    patch_size : int s, 1 <= s <= min(H, W); ``s = H = W`` is the empirical-optimal denoiser
+    patch_size : int s, 1 <= s <= min(H, W), or a function of sigma giving one; ``s = H = W`` is
+        the empirical-optimal denoiser
     chunk_size : int, optional, training images per chunk (does not change the result)
 
     Returns
     -------
     Tensor of the shape of ``x``.
     """
+    x = _check_inputs(x, data)
+    return per_level(x, sigma, lambda x, level: _patch_composite(
+        x, level, data, size_at(patch_size, level, odd=False), chunk_size))
+
+
+def _patch_composite(x, sigma, data, patch_size, chunk_size):
+    """PSPC-Square at one noise level ``sigma`` (float)."""
     n, c, h, w = x.shape
     s = patch_size
     chunk = resolve_chunk(chunk_size, n * h * w, BOX_ELEMENTS)

@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 import torch
 
-from ..core.validation import Interval, as_sigma, check_scalar, check_sigmas
+from ..core.validation import Interval, as_images, as_sigma, check_scalar, check_sigmas
 
 
 def wiener_gains(eigvals, sigma):
@@ -87,6 +87,7 @@ def gaussian_posterior_mean(x, sigma, mean, eigvals, eigvecs):
     Tensor of shape (N, C, H, W). Directions outside the span of ``eigvecs`` are treated as
     having zero variance (they are set to the mean).
     """
+    x = as_images(x)
     flat = x.reshape(x.shape[0], -1) - mean
     coef = wiener_gains(eigvals, as_sigma(sigma, x)[:, None])  # (N, r) shrinkage per direction
     z = flat @ eigvecs  # (N, r) coordinates in the eigenbasis
@@ -112,6 +113,7 @@ def gaussian_trajectory(x_T, sigmas, mean, eigvals, eigvecs):
     -------
     Tensor of shape (S, N, C, H, W): ``x(sigmas[k])`` for each k (the first equals x_T).
     """
+    x_T = as_images(x_T, name="x_T")
     sigmas = check_sigmas(sigmas, schedule=False).to(dtype=x_T.dtype, device=x_T.device)
     flat = x_T.reshape(x_T.shape[0], -1) - mean
     z = flat @ eigvecs  # (N, r)

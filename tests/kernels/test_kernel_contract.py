@@ -1,0 +1,67 @@
+"""What every public ``*_posterior_mean`` kernel promises: sigma as a float or one level per
+image, and a clear error on bad input (the estimators rely on it, so do users who call kernels)."""
+
+import pytest
+import torch
+
+from analytic_denoisers.kernels.empirical import empirical_posterior_mean
+from analytic_denoisers.kernels.locality import locality_masks, pca_locality_posterior_mean
+from analytic_denoisers.kernels.moments import moments
+from analytic_denoisers.kernels.patches import (equivariant_local_score_posterior_mean, local_score_posterior_mean,
+                                                patch_composite_posterior_mean)
+from analytic_denoisers.kernels.wiener import eigenbasis, gaussian_posterior_mean
+from references import tiny_images
+
+DATA = tiny_images(9, seed=1)
+BASIS = eigenbasis(moments(DATA))
+
+
+def masks(sigma):
+    return locality_masks(sigma, BASIS.eigvals, BASIS.eigvecs, 0.05)
+
+
+KERNELS = {  # name -> f(x, sigma, data)
+    "empirical": lambda x, s, data: empirical_posterior_mean(x, s, data),
+    "gaussian": lambda x, s, data: gaussian_posterior_mean(x, s, BASIS.mean, BASIS.eigvals, BASIS.eigvecs),
+    "pca-locality": lambda x, s, data: pca_locality_posterior_mean(x, s, data.flatten(1), masks),
+    "ls": lambda x, s, data: local_score_posterior_mean(x, s, data, lambda sigma: 3 if sigma < 1 else 5),
+    "els": lambda x, s, data: equivariant_local_score_posterior_mean(x, s, data, 3, padding="circular"),
+    "bbels": lambda x, s, data: equivariant_local_score_posterior_mean(x, s, data, 3, padding="zeros"),
+    "pspc": lambda x, s, data: patch_composite_posterior_mean(x, s, data, lambda sigma: 2 if sigma < 1 else 4),
+}
+
+
+@pytest.mark.parametrize("name", KERNELS)
+def test_per_image_sigma_equals_one_call_per_level(name):
+    kernel, x = KERNELS[name], tiny_images(4, seed=2)
+    sigma = torch.tensor([0.3, 2.0, 0.3, 5.0], dtype=torch.float64)
+    expect = torch.cat([kernel(x[i:i + 1], float(sigma[i]), DATA) for i in range(4)])
+    torch.testing.assert_close(kernel(x, sigma, DATA), expect, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(kernel(x, 0.3, DATA), kernel(x, torch.full((4,), 0.3, dtype=torch.float64), DATA))
+
+
+@pytest.mark.parametrize("name", KERNELS)
+def test_bad_input_raises(name):
+    kernel, x = KERNELS[name], tiny_images(2, seed=3)
+    for bad_sigma, match in ((0.0, "positive"), (float("nan"), "NaN"), (torch.ones(3), r"shape \(2,\)")):
+        with pytest.raises(ValueError, match=match):
+            kernel(x, bad_sigma, DATA)
+    nan_x = x.clone()
+    nan_x[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        kernel(nan_x, 1.0, DATA)
+    if name != "gaussian":  # the others read the training images themselves
+        with pytest.raises(ValueError, match="dtype torch.float64"):
+            kernel(x, 1.0, DATA.float())
+
+
+def test_patch_kernels_validate_their_knobs():
+    x = tiny_images(2, seed=4)
+    with pytest.raises(ValueError, match="patch_size at sigma = 1 must be a positive odd integer"):
+        local_score_posterior_mean(x, 1.0, DATA, 4)
+    with pytest.raises(ValueError, match="padding must be one of 'zeros', 'circular'"):
+        local_score_posterior_mean(x, 1.0, DATA, 3, padding="reflect")
+    with pytest.raises(ValueError, match="prune_tol must be a number in"):
+        equivariant_local_score_posterior_mean(x, 1.0, DATA, 3, prune_tol=2.0)
+    with pytest.raises(ValueError, match="patch_size at sigma = 1 must be a positive integer"):
+        patch_composite_posterior_mean(x, 1.0, DATA, 0)

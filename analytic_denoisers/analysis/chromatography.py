@@ -48,10 +48,8 @@ def default_levels(image_shape):
 def _check_levels(levels, image_shape):
     most = default_levels(image_shape)
     levels = most if levels is None else levels
-    if not Interval(int, 1, most).is_satisfied_by(levels):
-        raise ValueError(f"levels must be an integer in [1, {most}] for {image_shape[-2]}x{image_shape[-1]} "
-                         f"images (more would only add empty bands), got {levels!r}")
-    return int(levels)
+    # more levels would only add empty bands
+    return check_scalar(levels, "levels", Interval(int, 1, most))
 
 
 def block_means(x, size):

@@ -26,7 +26,7 @@ import torch
 from scipy.stats import spearmanr
 
 from .. import metrics
-from ..core.validation import as_images, check_sigmas
+from ..core.validation import Interval, Sequence, as_images, check_scalar, check_sigmas
 from ..kernels.wiener import flow_gains, gaussian_trajectory
 from ..sampling.samplers import get_sampler, sample
 from ..viz import pyplot, save_figure
@@ -188,10 +188,7 @@ def gaussian_flow_gain(delta, sigma, eigvals, eigvecs):
 
 
 def _check_steps(steps, S):
-    steps = [int(k) for k in steps]
-    if not steps or any(not 0 <= k < S for k in steps):
-        raise ValueError(f"steps must be a non-empty list in [0, {S - 1}], got {steps}")
-    return steps
+    return [int(k) for k in check_scalar(list(steps), "steps", Sequence(Interval(int, 0, S - 1)))]
 
 
 @torch.no_grad()
@@ -213,8 +210,7 @@ def perturbation_sensitivity(denoiser, states, sigmas, steps, norm=1.0, method="
     the final change's norm divided by ``norm``.
     """
     sigmas = check_sigmas(sigmas)
-    if not norm > 0:
-        raise ValueError(f"norm must be positive, got {norm}")
+    check_scalar(norm, "norm", Interval(float, 0, closed="neither"))
     sampler = get_sampler(method)
     if len(states) != len(sigmas):
         raise ValueError(f"states must hold one state per sigma: {len(sigmas)} sigmas, got {len(states)} states")

@@ -207,8 +207,10 @@ def _equivariant_local_score(x, sigma, data, patch_size, padding, chunk_size, pr
     sets = [s.to(x.device) for s in equivariant_position_sets(h, w, patch_size, padding)]
     queries = patches_of(x, patch_size, padding)  # (N, HW, D)
     if prune_tol is not None:
-        indexes = (indexes(patch_size) if callable(indexes) else indexes) if indexes is not None else \
-            [build_patch_index(data, patch_size, padding, pos) for pos in sets]
+        if indexes is None:
+            indexes = [build_patch_index(data, patch_size, padding, pos) for pos in sets]
+        elif callable(indexes):
+            indexes = indexes(patch_size)
         out = torch.empty(n, h * w, c, dtype=x.dtype, device=x.device)
         computed = 0.0
         for pos, index in zip(sets, indexes, strict=True):

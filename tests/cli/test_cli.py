@@ -1,4 +1,4 @@
-"""The command-line interface, run in-process on the shipped default data."""
+"""The command-line interface (fit, sample, info, train-unet), run in-process on the shipped default data."""
 
 import json
 
@@ -59,14 +59,6 @@ def test_errors_are_reported_with_exit_code(tmp_path, capsys):
                 ["sample", "x.h5", "-n", "0"]):
         with pytest.raises(SystemExit):
             main(bad)
-
-
-def test_per_dataset_defaults_from_the_papers_configs():
-    from analytic_denoisers import registry
-
-    assert registry.make("pca-locality", dataset="cifar10").threshold == 0.05
-    assert registry.make("pca-locality", dataset="fashion-mnist").threshold == 0.005
-    assert registry.make("pca-locality", dataset="cifar10", threshold=0.2).threshold == 0.2
 
 
 def test_train_unet_resume_sample_info(tmp_path, capsys):

@@ -1,4 +1,4 @@
-"""Schedules, the VP <-> VE bridge and the samplers."""
+"""The samplers (sampling.samplers) on denoisers, callables and closed-form Gaussian paths."""
 
 import math
 
@@ -7,60 +7,8 @@ import torch
 
 import analytic_denoisers as ad
 from analytic_denoisers.sampling import schedules
-from analytic_denoisers.core.noise import seeded_noise
 from analytic_denoisers.sampling.samplers import sample_ddim_vp
 from references import randn, gaussian_problem, tiny_images
-
-
-def _is_schedule(s, n):
-    assert s.dtype == torch.float64 and s.shape == (n + 1,) and s[-1] == 0
-    assert bool((s[1:] < s[:-1]).all())
-
-
-def test_karras_endpoints_and_shape():
-    s = schedules.karras(10, 0.002, 80.0)
-    _is_schedule(s, 10)
-    assert math.isclose(s[0], 80.0) and math.isclose(s[-2], 0.002)
-    # rho = 1 is a linear ramp
-    torch.testing.assert_close(schedules.karras(5, 1.0, 5.0, rho=1)[:-1],
-                               torch.tensor([5.0, 4, 3, 2, 1], dtype=torch.float64))
-
-
-@pytest.mark.parametrize("name", ["ddpm_linear", "cosine"])
-def test_vp_schedules_are_sigma_grids_of_their_alpha_bars(name):
-    s = schedules.SCHEDULES[name](10)
-    _is_schedule(s, 10)
-    alpha_bars = {"ddpm_linear": schedules.ddpm_linear_alpha_bars, "cosine": schedules.cosine_alpha_bars}[name]()
-    torch.testing.assert_close(s[0], schedules.sigma_from_alpha_bar(alpha_bars[-1]))
-    torch.testing.assert_close(s[-2], schedules.sigma_from_alpha_bar(alpha_bars[0]))
-
-
-def test_ddpm_linear_alpha_bar_matches_definition():
-    betas = [1e-4 + (0.02 - 1e-4) * t / 999 for t in range(1000)]
-    expect = math.prod(1 - b for b in betas[:501])
-    assert math.isclose(float(schedules.ddpm_linear_alpha_bars()[500]), expect, rel_tol=1e-12)
-
-
-def test_bridge_round_trip_and_formula():
-    x = randn(3, 1, 4, 4, seed=201)
-    x_t, alpha_bar = schedules.ve_to_vp(x, 2.0)
-    assert math.isclose(alpha_bar, 1 / 5)
-    x_back, sigma = schedules.vp_to_ve(x_t, alpha_bar)
-    assert math.isclose(sigma, 2.0)
-    torch.testing.assert_close(x_back, x)
-
-
-def test_bridge_per_image_levels():
-    x = randn(3, 1, 2, 2, seed=206)
-    sigma = torch.tensor([0.1, 1.0, 10.0], dtype=torch.float64)
-    x_t, alpha_bar = schedules.ve_to_vp(x, sigma)
-    assert alpha_bar.shape == (3,)
-    for n in range(3):
-        expect, _ = schedules.ve_to_vp(x[n:n + 1], float(sigma[n]))
-        torch.testing.assert_close(x_t[n:n + 1], expect)
-    x_back, sigma_back = schedules.vp_to_ve(x_t, alpha_bar)
-    torch.testing.assert_close(x_back, x)
-    torch.testing.assert_close(sigma_back, sigma)
 
 
 def test_sample_accepts_numpy_noise():
@@ -135,9 +83,3 @@ def test_invalid_schedules_are_rejected(bad):
     den = ad.GaussianDenoiser().fit(tiny_images(5))
     with pytest.raises(ValueError, match="sigmas"):
         ad.sample(den, randn(1, 1, 6, 6, seed=205), torch.tensor(bad))
-
-
-def test_seeded_noise_is_per_sample():
-    a, b = seeded_noise([3, 4, 5], (1, 4, 4)), seeded_noise([4], (1, 4, 4))
-    torch.testing.assert_close(a[1], b[0], rtol=0, atol=0)
-    assert not torch.equal(a[0], a[1])

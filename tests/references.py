@@ -10,6 +10,9 @@ def randn(*shape, seed=0):
     return torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
 
 
+# noise levels of the brute-force tests: from near-memorisation to nearly the data mean
+SIGMAS = [1e-2, 0.1, 1.0, 10.0, 1e2]
+
 # a UNetDenoiser small and short enough for unit tests (seconds on a CPU)
 TINY_UNET = dict(base_channels=8, channel_mult=(1, 2), steps=2, batch_size=4, warmup=1)
 
@@ -19,6 +22,14 @@ def tiny_images(n=12, shape=(1, 6, 6), seed=0, dtype=torch.float64):
     g = torch.Generator().manual_seed(seed)
     base = torch.rand((1,) + shape, generator=g, dtype=dtype) * 2 - 1
     return (0.5 * base + 0.5 * (torch.rand((n,) + shape, generator=g, dtype=dtype) * 2 - 1)).clamp(-1, 1)
+
+
+def near_data(data, n, sigma, seed):
+    """Queries near the first n training images (so that small sigmas still mix several
+    candidates), and one far from them: n + 1 queries."""
+    shape = data.shape[1:]
+    x = data[:n] + 0.3 * sigma * randn(n, *shape, seed=seed)
+    return torch.cat([x, tiny_images(1, shape, seed=seed + 1)])
 
 
 def gaussian_problem(d_shape=(1, 3, 3), n=2000, seed=0):

@@ -1,24 +1,33 @@
-"""PCALocalityDenoiser against an explicit-loop float64 reference and its closed-form limits."""
+"""pca_locality_posterior_mean, locality_masks and block_plan (kernels.locality) against the
+explicit-loop float64 reference, and their closed-form cases."""
 
 import functools
 
 import pytest
 import torch
 
-import analytic_denoisers as ad
-from analytic_denoisers.kernels.locality import block_plan, pca_locality_posterior_mean
-from references import pca_locality_reference, tiny_images
+from analytic_denoisers.kernels.locality import block_plan, locality_masks, pca_locality_posterior_mean
+from analytic_denoisers.kernels.moments import moments
+from analytic_denoisers.kernels.wiener import eigenbasis
+from references import SIGMAS, pca_locality_reference, tiny_images
+
+
+def masks_of(data, threshold):
+    """The masks of ``data``'s fitted Gaussian as a function of sigma (what the estimator uses)."""
+    basis = eigenbasis(moments(data))
+    return lambda sigma: locality_masks(sigma, basis.eigvals, basis.eigvecs, threshold)
 
 
 @pytest.mark.parametrize("shape", [(1, 5, 5), (3, 3, 4)])
-@pytest.mark.parametrize("sigma", [1e-2, 0.1, 1.0, 10.0, 1e2])
+@pytest.mark.parametrize("sigma", SIGMAS)
 @pytest.mark.parametrize("threshold", [0.05, 0.3])
 def test_matches_brute_force(shape, sigma, threshold):
     data, x = tiny_images(14, shape, seed=1), tiny_images(3, shape, seed=2)
-    den = ad.PCALocalityDenoiser(threshold=threshold, chunk_size=4).fit(data)
+    mask = masks_of(data, threshold)(sigma)
     ref, ref_mask = pca_locality_reference(x, sigma, data, threshold)
-    assert torch.equal(den.masks(sigma), ref_mask)
-    torch.testing.assert_close(den(x, sigma).reshape(3, -1), ref, rtol=1e-9, atol=1e-9)
+    assert torch.equal(mask, ref_mask)
+    out = pca_locality_posterior_mean(x, sigma, data.reshape(14, -1), mask, chunk_size=4)
+    torch.testing.assert_close(out.reshape(3, -1), ref, rtol=1e-9, atol=1e-9)
 
 
 @functools.lru_cache
@@ -40,6 +49,16 @@ def test_every_block_plan_matches_brute_force(sigma, block_size):
         out = pca_locality_posterior_mean(x, sigma, data.reshape(14, -1), mask, chunk_size=chunk_size,
                                           block_size=block_size)
         torch.testing.assert_close(out.reshape(3, -1), ref, rtol=1e-9, atol=1e-9)
+
+
+def test_per_image_sigma_with_a_mask_function_matches_brute_force():
+    data, x, ref_small, _ = mixed_problem(0.1)
+    ref_large = mixed_problem(0.5)[2]
+    sigma = torch.tensor([0.1, 0.5] * 3, dtype=torch.float64)  # each query at both levels, interleaved
+    out = pca_locality_posterior_mean(x.repeat_interleave(2, 0), sigma, data.reshape(14, -1),
+                                      lambda s: mixed_problem(s)[3])
+    expect = torch.stack([ref_small, ref_large], 1).reshape(6, -1)
+    torch.testing.assert_close(out.reshape(6, -1), expect, rtol=1e-9, atol=1e-9)
 
 
 def test_automatic_plan_gathers_for_sparse_masks_only():
@@ -69,8 +88,10 @@ def test_empty_masks_give_the_data_mean(block_size):
 def test_float32_matches_float64_at_large_sigma():
     # the query's own squared norm is dropped from the logits: no float32 loss at sigma = 80
     data, x = tiny_images(40, seed=7), tiny_images(3, seed=8) + 80 * tiny_images(3, seed=9)
-    den = ad.PCALocalityDenoiser(threshold=0.05).fit(data)
-    torch.testing.assert_close(den(x.float(), 80.0).double(), den(x, 80.0), rtol=0, atol=1e-6)
+    mask, flat = masks_of(data, 0.05)(80.0), data.reshape(40, -1)
+    out = pca_locality_posterior_mean(x.float(), 80.0, flat.float(), mask)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out.double(), pca_locality_posterior_mean(x, 80.0, flat, mask), rtol=0, atol=1e-6)
 
 
 def test_invalid_block_size_is_rejected():
@@ -79,39 +100,8 @@ def test_invalid_block_size_is_rejected():
 
 
 def test_masks_are_partial_and_grow_with_sigma():
-    den = ad.PCALocalityDenoiser(threshold=0.3).fit(tiny_images(14, (1, 5, 5), seed=1))
-    sizes = [float(den.masks(s).double().mean()) for s in (1e-2, 0.3, 1e2)]
+    masks = masks_of(tiny_images(14, (1, 5, 5), seed=1), 0.3)
+    sizes = [float(masks(s).double().mean()) for s in (1e-2, 0.3, 1e2)]
     assert 0 < sizes[0] < 1 and 0 < sizes[1] < 1  # the brute-force test above is not trivial
     assert sizes[0] <= sizes[1] <= sizes[2]
-    assert bool(den.masks(1e-2).diagonal().all())  # M[m, m] = 1 is the max at small sigma
-
-
-def test_all_ones_mask_is_the_empirical_denoiser():
-    data, x = tiny_images(10, seed=3), tiny_images(4, seed=4)
-    den = ad.PCALocalityDenoiser(threshold=0.0).fit(data)
-    assert bool(den.masks(0.7).all())
-    torch.testing.assert_close(den(x, 0.7), ad.EmpiricalOptimalDenoiser().fit(data)(x, 0.7))
-
-
-def test_one_image_dataset_returns_that_image():
-    data = tiny_images(1, seed=5)
-    out = ad.PCALocalityDenoiser().fit(data)(tiny_images(2, seed=6), 0.5)
-    torch.testing.assert_close(out, data.expand(2, -1, -1, -1))
-
-
-def test_threshold_schedule_is_a_function_of_sigma():
-    data, x = tiny_images(12, seed=7), tiny_images(3, seed=8)
-    schedule = ad.PCALocalityDenoiser(threshold=lambda s: 0.0 if s > 1 else 0.3).fit(data)
-    for sigma, fixed in ((0.5, 0.3), (5.0, 0.0)):
-        torch.testing.assert_close(schedule(x, sigma), ad.PCALocalityDenoiser(threshold=fixed).fit(data)(x, sigma))
-    sigma = torch.tensor([0.5, 5.0, 0.5], dtype=torch.float64)  # per-image levels, grouped
-    expect = torch.cat([schedule(x[i:i + 1], float(sigma[i])) for i in range(3)])
-    torch.testing.assert_close(schedule(x, sigma), expect)
-
-
-def test_invalid_threshold_is_rejected():
-    with pytest.raises(ValueError, match="threshold must be a number in"):
-        ad.PCALocalityDenoiser(threshold=1.5).fit(tiny_images(5))  # refused at fit
-    den = ad.PCALocalityDenoiser(threshold=lambda sigma: 1.5).fit(tiny_images(5))
-    with pytest.raises(ValueError, match="threshold"):  # a schedule's value: refused where read
-        den(tiny_images(2), 1.0)
+    assert bool(masks(1e-2).diagonal().all())  # M[m, m] = 1 is the max at small sigma

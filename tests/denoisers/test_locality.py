@@ -1,0 +1,58 @@
+"""PCALocalityDenoiser (denoisers.locality): the estimator is its kernel with the masks of its fitted
+Gaussian, threshold schedules and refusals, and the closed-form cases end to end."""
+
+import pytest
+import torch
+
+import analytic_denoisers as ad
+from analytic_denoisers.kernels.locality import locality_masks, pca_locality_posterior_mean
+from analytic_denoisers.kernels.moments import moments
+from analytic_denoisers.kernels.wiener import eigenbasis
+from references import tiny_images
+
+
+@pytest.mark.parametrize("threshold", [0.05, 0.3])
+def test_estimator_is_the_kernel_with_the_masks_of_its_gaussian(threshold):
+    data, x = tiny_images(14, (1, 5, 5), seed=1), tiny_images(3, (1, 5, 5), seed=2)
+    den = ad.PCALocalityDenoiser(threshold=threshold, chunk_size=4).fit(data)
+    basis = eigenbasis(moments(data))
+
+    def masks(sigma):
+        return locality_masks(sigma, basis.eigvals, basis.eigvecs, threshold)
+
+    for sigma in (1e-2, 1.0, 1e2):
+        assert torch.equal(den.masks(sigma), masks(sigma))
+    sigma = torch.tensor([0.1, 1.0, 0.1], dtype=torch.float64)  # one level per image
+    expect = pca_locality_posterior_mean(x, sigma, data.reshape(14, -1), masks, chunk_size=4)
+    torch.testing.assert_close(den(x, sigma), expect, rtol=0, atol=1e-12)
+
+
+def test_all_ones_mask_is_the_empirical_denoiser():
+    data, x = tiny_images(10, seed=3), tiny_images(4, seed=4)
+    den = ad.PCALocalityDenoiser(threshold=0.0).fit(data)
+    assert bool(den.masks(0.7).all())
+    torch.testing.assert_close(den(x, 0.7), ad.EmpiricalOptimalDenoiser().fit(data)(x, 0.7))
+
+
+def test_one_image_dataset_returns_that_image():
+    data = tiny_images(1, seed=5)
+    out = ad.PCALocalityDenoiser().fit(data)(tiny_images(2, seed=6), 0.5)
+    torch.testing.assert_close(out, data.expand(2, -1, -1, -1))
+
+
+def test_threshold_schedule_is_a_function_of_sigma():
+    data, x = tiny_images(12, seed=7), tiny_images(3, seed=8)
+    schedule = ad.PCALocalityDenoiser(threshold=lambda s: 0.0 if s > 1 else 0.3).fit(data)
+    for sigma, fixed in ((0.5, 0.3), (5.0, 0.0)):
+        torch.testing.assert_close(schedule(x, sigma), ad.PCALocalityDenoiser(threshold=fixed).fit(data)(x, sigma))
+    sigma = torch.tensor([0.5, 5.0, 0.5], dtype=torch.float64)  # per-image levels, grouped
+    expect = torch.cat([schedule(x[i:i + 1], float(sigma[i])) for i in range(3)])
+    torch.testing.assert_close(schedule(x, sigma), expect)
+
+
+def test_invalid_threshold_is_rejected():
+    with pytest.raises(ValueError, match="threshold must be a number in"):
+        ad.PCALocalityDenoiser(threshold=1.5).fit(tiny_images(5))  # refused at fit
+    den = ad.PCALocalityDenoiser(threshold=lambda sigma: 1.5).fit(tiny_images(5))
+    with pytest.raises(ValueError, match="threshold"):  # a schedule's value: refused where read
+        den(tiny_images(2), 1.0)

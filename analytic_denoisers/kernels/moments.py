@@ -25,7 +25,7 @@ class Moments(NamedTuple):
     def covariance(self, ddof=0):
         """Covariance ``scatter / (count - ddof)``; ddof=0 gives the data's own second moments."""
         if self.count - ddof <= 0:
-            raise ValueError(f"covariance needs more than {ddof} samples, have {self.count}")
+            raise ValueError(f"covariance with ddof = {ddof} needs at least {ddof + 1} samples, have {self.count}")
         return self.scatter / (self.count - ddof)
 
 

@@ -73,7 +73,7 @@ def load(path, *, classes=()):
                               "re-create it with est.save or `analytic-denoisers fit`")
     try:
         estimator = cls(**_restore_tuples(cls, params))
-        estimator._validate_params()
+        estimator._check_params()
     except (TypeError, ValueError) as err:
         raise FileFormatError(f"{path}: unusable parameters for {name} ({err})") from None
     vars(estimator).update(state)

@@ -50,7 +50,7 @@ def test_a_broken_denoiser_fails_the_suite():
 def test_a_users_own_denoiser_passes_the_whole_suite():
     class Shrink(ad.DenoiserMixin, BaseEstimator):  # D(x) = x / (1 + sigma^2): the Wiener filter of N(0, I)
         def fit(self, X, y=None):
-            self._validate_params()
+            self._check_params()
             self._set_data_summary(as_training_images(X))
             return self
 

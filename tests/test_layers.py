@@ -13,7 +13,7 @@ PACKAGE = ROOT.name
 # module-name prefix (below the package) -> layer; the longest matching prefix wins
 LAYERS = {
     "core": 0,
-    "kernels": 1, "sampling": 1, "scales.table": 1, "metrics": 1, "datasets": 1, "viz": 1,
+    "kernels": 1, "sampling": 1, "metrics": 1, "datasets": 1, "viz": 1,
     "scales": 2, "denoisers": 2,
     "unet": 3, "registry": 3,
     "bench": 4, "analysis": 4, "testing": 4,
@@ -37,7 +37,10 @@ def layer(module):
 
 
 def imports(module):
-    """``(line, imported module)`` for every import of a package module in ``module``'s file."""
+    """``(line, imported module)`` for every import of a package module in ``module``'s file.
+
+    Importing ``pkg.sub.mod`` also runs ``pkg/sub/__init__.py``: the parent packages of every
+    imported module count as imported too (except the root, and those ``module`` lies in)."""
     path = MODULES[module]
     is_package = path.name == "__init__.py"
     found = []
@@ -53,7 +56,9 @@ def imports(module):
             for alias in node.names:  # "from pkg import submodule" imports that submodule
                 sub = f"{target}.{alias.name}"
                 found.append((node.lineno, sub if sub in MODULES else target))
-    return [(line, name) for line, name in found if name == PACKAGE or name.startswith(PACKAGE + ".")]
+    inside = [(line, name) for line, name in found if name == PACKAGE or name.startswith(PACKAGE + ".")]
+    parents = [(line, ".".join(name.split(".")[:k])) for line, name in inside for k in range(2, name.count(".") + 1)]
+    return inside + [(line, p) for line, p in parents if not (module + ".").startswith(p + ".")]
 
 
 GRAPH = {m: imports(m) for m in MODULES}
@@ -112,3 +117,6 @@ def test_the_checks_catch_an_upward_import_and_a_cycle():
     # relative imports are resolved, also inside functions: the contract's save reaches the artifact
     assert f"{PACKAGE}.core.artifact" in {name for _, name in GRAPH[f"{PACKAGE}.core.contract"]}
     assert f"{PACKAGE}.registry" in {name for _, name in GRAPH[f"{PACKAGE}.testing"]}
+    # importing a module runs its parent packages: scales.table reaches scales/__init__ (rules, calibration)
+    assert f"{PACKAGE}.scales" in {name for _, name in GRAPH[f"{PACKAGE}.registry"]}
+    assert f"{PACKAGE}.kernels" not in {name for _, name in GRAPH[f"{PACKAGE}.kernels.softmax"]}

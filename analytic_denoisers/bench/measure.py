@@ -7,7 +7,6 @@ import os
 import platform
 import threading
 import time
-from pathlib import Path
 
 import torch
 
@@ -101,12 +100,3 @@ def environment(device):
             "device": str(device), "torch": torch.__version__, "python": platform.python_version(),
             "analytic_denoisers": __version__,
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
-
-
-def shown_path(path):
-    """A path relative to the working directory when it lies below it (reports stay portable)."""
-    path = Path(path).resolve()
-    try:
-        return str(path.relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)

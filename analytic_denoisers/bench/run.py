@@ -7,13 +7,13 @@ from tqdm.auto import tqdm
 
 from .. import datasets, metrics, registry
 from ..core.batching import in_batches
-from ..core.files import to_jsonable
+from ..core.files import shown_path, to_jsonable
 from ..core.fingerprint import data_fingerprint
 from ..core.noise import seeded_noise
 from ..sampling import schedules
 from ..sampling.samplers import CountingDenoiser, sample
 from ..scales.rules import snr_resolution_schedule
-from .measure import PeakMemory, environment, shown_path, timed
+from .measure import PeakMemory, environment, timed
 from .protocol import make_protocol, reference_path
 
 

@@ -15,8 +15,7 @@ from ..analysis.chromatography import chromatography, plot_chromatogram
 from ..analysis.locality_maps import locality_maps, pixel_indices, plot_locality_maps
 from ..analysis.teleport import plot_teleportation, teleportation
 from ..analysis.trajectory import plot_trajectory_geometry, trajectory_geometry
-from ..bench.measure import shown_path
-from ..core.files import write_json
+from ..core.files import shown_path, write_json
 from ..core.noise import seeded_noise
 from ..viz import save_labelled_rows
 from . import options

@@ -1,8 +1,7 @@
 """``analytic-denoisers info MODEL``: a saved denoiser's metadata as JSON."""
 
-import json
-
 from ..core.artifact import info
+from ..core.files import dumps
 
 
 def add_parser(sub):
@@ -12,5 +11,5 @@ def add_parser(sub):
 
 
 def run(args):
-    print(json.dumps(info(args.model), indent=2))
+    print(dumps(info(args.model), indent=2))
     return 0

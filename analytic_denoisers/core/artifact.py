@@ -20,7 +20,7 @@ import h5py
 import numpy as np
 import torch
 
-from .files import atomic_write, dumps
+from .files import atomic_write, dumps, to_jsonable
 from .version import __version__
 
 FORMAT = "analytic_denoisers"
@@ -44,11 +44,13 @@ def save(estimator, path):
     estimator : a fitted denoiser of this package
     path : str or Path
     """
+    estimator._check_fitted()
     path = Path(path)
     try:
         params = dumps(estimator.get_params(deep=False))  # schedules as their dicts
     except ValueError as err:
-        raise ValueError(f"cannot save {type(estimator).__name__}: its parameters are {err}") from None
+        raise ValueError(f"cannot save {type(estimator).__name__}: its parameters are {err} (schedules must "
+                         "be a number or an analytic_denoisers.scales.Table to be saved)") from None
     arrays, scalars = {}, {}
     for name, value in _fitted_attributes(estimator).items():
         if isinstance(value, torch.Tensor):
@@ -114,8 +116,7 @@ def info(path):
     """
     with _open(path) as f:
         try:
-            meta = {k: (v.tolist() if isinstance(v, (np.ndarray, np.generic)) else v)
-                    for k, v in f.attrs.items()}
+            meta = to_jsonable(dict(f.attrs))
             meta["params"] = json.loads(meta["params"])
             meta["arrays"] = {k: f"{v.dtype}{list(v.shape)}" for k, v in f["state"].items()}
         except (KeyError, OSError, ValueError) as err:

@@ -38,19 +38,21 @@ def per_level(x, sigma, compute):
     Parameters
     ----------
     x : Tensor of shape (N, ...)
-    sigma : float or Tensor of shape (N,), validated here
+    sigma : float (passed on exactly) or Tensor of shape (N,), validated here
     compute : callable ``(x rows, float level) -> Tensor`` of the shape of its input
 
     Returns
     -------
     Tensor of the shape of ``x`` (``compute``'s own output when there is one level).
     """
-    sigma = as_sigma(sigma, x)
-    levels = torch.unique(sigma).tolist()
-    if len(levels) == 1:
-        return compute(x, levels[0])
+    checked = as_sigma(sigma, x)
+    if not isinstance(sigma, torch.Tensor):  # a number: not rounded to the dtype of x
+        return compute(x, float(sigma))
+    found = list(groups(checked))
+    if len(found) == 1:
+        return compute(x, found[0][1])
     out = torch.empty_like(x)
-    for rows, level, _ in groups(sigma):
+    for rows, level, _ in found:
         out[rows] = compute(x[rows], level)
     return out
 

@@ -16,6 +16,7 @@ import torch
 from sklearn.utils.validation import check_is_fitted
 
 from . import artifact
+from .batching import groups
 from .fingerprint import SUMMARY, data_summary, merge_summaries
 from .validation import as_images, as_labels, as_sigma, as_training_images, check_params
 
@@ -40,7 +41,7 @@ class DenoiserMixin:
 
     Subclasses declare ``_parameter_constraints`` (name -> list of allowed kinds, see
     :mod:`~analytic_denoisers.core.validation`) for every constructor argument, call
-    ``self._validate_params()`` first in ``fit``, and implement ``_denoise(x, sigma, y)`` where
+    ``self._check_params()`` first in ``fit``, and implement ``_denoise(x, sigma, y)`` where
     ``x`` is a validated tensor of shape (N, C, H, W), ``sigma`` a positive tensor of shape (N,)
     with the dtype and device of ``x``, and ``y`` validated labels or None. Their ``fit``
     records the image shape, count, value range and fingerprint of the training data, which are
@@ -101,19 +102,18 @@ class DenoiserMixin:
 
     def save(self, path):
         """Write the fitted denoiser to ``path`` (HDF5, atomic); ``ad.load(path)`` reads it back."""
-        self._check_fitted()
         return artifact.save(self, path)
 
     # -- hyper-parameters -------------------------------------------------------------------
 
-    def _validate_params(self, params=None):
+    def _check_params(self, params=None):
         """Check hyper-parameters (default: the current ones) against ``_parameter_constraints``."""
         params = self.get_params(deep=False) if params is None else params
         check_params(type(self).__name__, params, self._parameter_constraints)
 
     def set_params(self, **params):
         """Set hyper-parameters (scikit-learn), refusing unusable values with a ValueError."""
-        self._validate_params({**self.get_params(deep=False), **params})
+        self._check_params({**self.get_params(deep=False), **params})
         return super().set_params(**params)
 
     # -- fitted-state helpers -------------------------------------------------------------
@@ -185,7 +185,7 @@ class TrainingSetMixin(DenoiserMixin):
 
     def fit(self, X, y=None):
         """Store the training images ``X`` (N, C, H, W) and optional labels ``y`` (N,). Returns self."""
-        self._validate_params()
+        self._check_params()
         X = as_training_images(X)
         labels = classes = offsets = None
         if y is not None:
@@ -205,3 +205,13 @@ class TrainingSetMixin(DenoiserMixin):
         if k is None:
             return 0, len(self.data_)
         return int(self.class_offsets_[k]), int(self.class_offsets_[k + 1])
+
+    def _by_class(self, x, sigma, y, compute):
+        """``compute(x rows, sigma rows, (lo, hi))`` per class of ``y``, where ``data_[lo:hi]``
+        are the class's training images (once for the whole batch without labels), reassembled."""
+        if y is None:
+            return compute(x, sigma, self._class_range(None))
+        out = torch.empty_like(x)
+        for rows, _, k in groups(y=y, classes=self.classes_):
+            out[rows] = compute(x[rows], sigma[rows], self._class_range(k))
+        return out

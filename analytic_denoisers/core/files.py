@@ -3,7 +3,8 @@
 :func:`atomic_write` writes to a temporary file beside the target and renames it over the target
 only when complete, so a reader (or an interrupted run) sees the old file or the new one, never a
 partial write. :func:`to_jsonable` is the package's only JSON adapter: estimator parameters,
-results files and checkpoints all go through it.
+results files and checkpoints all go through it. :func:`shown_path` is how result files name a
+path.
 """
 
 import json
@@ -75,11 +76,19 @@ def dumps(obj, **kwargs):
     try:
         return json.dumps(to_jsonable(obj), allow_nan=False, **kwargs)
     except TypeError as err:
-        raise ValueError(f"not JSON serialisable: {err} (schedules must be a number or an "
-                         "analytic_denoisers.scales.Table to be saved)") from None
+        raise ValueError(f"not JSON serialisable: {err}") from None
 
 
 def write_json(path, obj):
     """Write ``obj`` as indented, strict JSON (NaN and ±inf as null), atomically; returns the Path."""
     text = dumps(obj, indent=1) + "\n"
     return atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def shown_path(path):
+    """A path relative to the working directory when it lies below it (reports stay portable)."""
+    path = Path(path).resolve()
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)

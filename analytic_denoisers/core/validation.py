@@ -29,29 +29,34 @@ class Interval:
     low, high : bounds, or None for none
     closed : "both", "left", "right" or "neither": which bounds belong to the interval
     odd : bool, only odd integers
+    multiple_of : int, optional, only integer multiples of it
     """
 
-    def __init__(self, kind, low=None, high=None, *, closed="both", odd=False):
+    def __init__(self, kind, low=None, high=None, *, closed="both", odd=False, multiple_of=None):
         if kind not in (int, float) or closed not in ("both", "left", "right", "neither"):
             raise ValueError(f"bad Interval({kind!r}, closed={closed!r})")
         self.kind, self.low, self.high, self.closed, self.odd = kind, low, high, closed, odd
+        self.multiple_of = multiple_of
 
     def is_satisfied_by(self, value):
         if isinstance(value, (bool, np.bool_)):
             return False
         if self.kind is int and not isinstance(value, numbers.Integral):
             return False
-        if not isinstance(value, numbers.Real) or not math.isfinite(value):
+        if not isinstance(value, numbers.Real):
+            return False
+        if not isinstance(value, numbers.Integral) and not math.isfinite(value):
             return False
         if self.low is not None and (value < self.low or (value == self.low and self.closed in ("right", "neither"))):
             return False
         if self.high is not None and (value > self.high or (value == self.high and self.closed in ("left", "neither"))):
             return False
-        return not self.odd or value % 2 == 1
+        return (not self.odd or value % 2 == 1) and (self.multiple_of is None or value % self.multiple_of == 0)
 
     def describe(self, plural=False):
         """E.g. "a positive integer", "an odd integer >= 3", "numbers in [0, 1]" (``plural``)."""
-        noun = ("odd integer" if self.odd else "integer") if self.kind is int else "finite number"
+        noun = ("odd integer" if self.odd else f"multiple of {self.multiple_of}" if self.multiple_of else "integer") \
+            if self.kind is int else "finite number"
         lower_closed, upper_closed = self.closed in ("both", "left"), self.closed in ("both", "right")
         if self.high is None and ((self.kind is int and self.low == 1 and lower_closed)
                                   or (self.low == 0 and not lower_closed)):
@@ -66,7 +71,7 @@ class Interval:
             noun = noun.replace("finite ", "")
             bounds = f" in {'[' if lower_closed else '('}{self.low:g}, {self.high:g}{']' if upper_closed else ')'}"
         if plural:
-            return noun + "s" + bounds
+            return (noun.replace("multiple of", "multiples of") if self.multiple_of else noun + "s") + bounds
         return ("an " if noun[0] in "aeiou" else "a ") + noun + bounds
 
     def __str__(self):
@@ -80,7 +85,7 @@ class Options:
         self.values = values
 
     def is_satisfied_by(self, value):
-        return any(value == v and type(value) is type(v) for v in self.values)
+        return any(type(value) is type(v) and value == v for v in self.values)
 
     def __str__(self):
         return "one of " + ", ".join(repr(v) for v in self.values)
@@ -133,13 +138,12 @@ def check_scalar(value, name, *constraints):
 def check_params(owner, params, constraints):
     """Check a dict of hyper-parameters against ``constraints`` (name -> list of alternatives).
 
-    ``owner`` (a class name) prefixes the error; a parameter without a declared constraint is an
-    error too, so that every hyper-parameter of an estimator is declared.
+    ``owner`` (a class name) prefixes the error. As in scikit-learn, a parameter without a
+    declared constraint is not checked; the contract suite
+    (:func:`analytic_denoisers.testing.check_denoiser`) requires every one to be declared.
     """
     for name, value in params.items():
-        if name not in constraints:
-            raise ValueError(f"{owner}: hyper-parameter {name!r} has no declared constraint")
-        if not any(_satisfied(value, c) for c in constraints[name]):
+        if name in constraints and not any(_satisfied(value, c) for c in constraints[name]):
             raise ValueError(f"{owner}: {name} must be {_describe(constraints[name])}, got {value!r}")
 
 
@@ -243,6 +247,36 @@ def as_level(sigma):
     if not (math.isfinite(level) and level > 0):
         raise ValueError(f"sigma must be positive and finite, got {level!r}")
     return level
+
+
+def value_at(schedule, sigma):
+    """The value of a scale (a number or a schedule) at one noise level.
+
+    Parameters
+    ----------
+    schedule : number, or callable ``schedule(sigma) -> number`` (e.g. a :class:`~analytic_denoisers.scales.table.Table`)
+    sigma : float or 0-d tensor, positive
+
+    Returns
+    -------
+    The number itself (unchanged, an ``int`` stays an ``int``), or ``schedule(float(sigma))``.
+
+    Raises
+    ------
+    ValueError if ``schedule`` is neither a number nor callable, if it returns something that
+    is not a number, or if ``sigma`` is not one positive finite number.
+    """
+    level = as_level(sigma)
+    if Interval(float).is_satisfied_by(schedule):
+        return schedule
+    if not callable(schedule):
+        raise ValueError(f"a scale must be a number or a schedule (a callable of sigma, such as "
+                         f"analytic_denoisers.scales.Table), got {type(schedule).__name__} {schedule!r}")
+    value = schedule(level)
+    if not Interval(float).is_satisfied_by(value):
+        raise ValueError(f"schedule {schedule!r} returned {value!r} at sigma = {level:g}; "
+                         "expected a number")
+    return value
 
 
 def as_vector(value, name):

@@ -1,10 +1,8 @@
 """The empirical-optimal (memorising) estimator; the math is in
 :mod:`analytic_denoisers.kernels.empirical`."""
 
-import torch
 from sklearn.base import BaseEstimator
 
-from ..core.batching import groups
 from ..core.contract import TrainingSetMixin
 from ..core.validation import Interval
 from ..kernels.empirical import empirical_posterior_mean, prepare
@@ -47,15 +45,10 @@ class EmpiricalOptimalDenoiser(TrainingSetMixin, BaseEstimator):
         self.top_k = top_k
 
     def _denoise(self, x, sigma, y):
-        kwargs = dict(chunk_size=self.chunk_size, top_k=self.top_k)
-        if y is None:
-            prepared = self._derived("prepared", x, lambda: prepare(self.data_.to(x.device, x.dtype)))
-            return empirical_posterior_mean(x, sigma, None, prepared=prepared, **kwargs)
-        # one prepared block per class (each centred on its own class mean)
-        prepared = self._derived("prepared_by_class", x, lambda: [
-            prepare(self.data_[slice(*self._class_range(k))].to(x.device, x.dtype))
-            for k in range(len(self.classes_))])
-        out = torch.empty_like(x)
-        for rows, _, k in groups(y=y, classes=self.classes_):
-            out[rows] = empirical_posterior_mean(x[rows], sigma[rows], None, prepared=prepared[k], **kwargs)
-        return out
+        def posterior_mean(x, sigma, bounds):  # one prepared block per class, on its class mean
+            prepared = self._derived(("prepared", *bounds), x,
+                                     lambda: prepare(self.data_[slice(*bounds)].to(x.device, x.dtype)))
+            return empirical_posterior_mean(x, sigma, None, prepared=prepared, chunk_size=self.chunk_size,
+                                            top_k=self.top_k)
+
+        return self._by_class(x, sigma, y, posterior_mean)

@@ -51,7 +51,7 @@ class GaussianDenoiser(DenoiserMixin, BaseEstimator):
 
     def fit(self, X, y=None):
         """Fit mean and covariance of ``X`` (N, C, H, W); ``y`` is ignored. Returns self."""
-        self._validate_params()
+        self._check_params()
         X = as_images(X, name="X")
         return self._commit(moments(X, self.chunk_size), data_summary(X), reset=True)
 
@@ -59,7 +59,7 @@ class GaussianDenoiser(DenoiserMixin, BaseEstimator):
         """Add the images ``X`` (N, C, H, W) to the statistics and refresh the eigenbasis."""
         if not self.__sklearn_is_fitted__():
             return self.fit(X)
-        self._validate_params()
+        self._check_params()
         X = as_images(X, name="X", image_shape=self.image_shape_)
         total = merge_moments(self.moments(), moments(X, self.chunk_size))
         return self._commit(total, data_summary(X))

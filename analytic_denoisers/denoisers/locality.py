@@ -8,7 +8,6 @@ from ..core.validation import Interval, Schedule, as_training_images
 from ..kernels.locality import locality_masks, pca_locality_posterior_mean, prepare_transposed
 from ..kernels.moments import moments
 from ..kernels.wiener import eigenbasis
-from ..scales.table import value_at
 
 
 class PCALocalityDenoiser(DenoiserMixin, BaseEstimator):
@@ -47,7 +46,7 @@ class PCALocalityDenoiser(DenoiserMixin, BaseEstimator):
 
     def fit(self, X, y=None):
         """Store the training images ``X`` (N, C, H, W) and fit their Gaussian. Returns self."""
-        self._validate_params()
+        self._check_params()
         X = as_training_images(X)
         basis = eigenbasis(moments(X), self.rank)
         self._set_data_summary(X)
@@ -58,10 +57,7 @@ class PCALocalityDenoiser(DenoiserMixin, BaseEstimator):
     def masks(self, sigma):
         """The bool masks ``mask[n, m]`` of shape (d, d) at noise level ``sigma`` (float64, CPU)."""
         self._check_fitted()
-        threshold = value_at(self.threshold, sigma)
-        if not 0 <= threshold <= 1:
-            raise ValueError(f"threshold must be in [0, 1], got {threshold!r} at sigma = {sigma:g}")
-        return locality_masks(float(sigma), self.eigvals_, self.eigvecs_, threshold)
+        return locality_masks(float(sigma), self.eigvals_, self.eigvecs_, self.threshold)
 
     def _denoise(self, x, sigma, y):
         prepared = self._derived("prepared", x, lambda: prepare_transposed(self.data_.to(x.device, x.dtype)))

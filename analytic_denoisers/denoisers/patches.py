@@ -2,10 +2,8 @@
 Niedoba et al.'s PSPC-Square (arXiv 2411.19339); the math is in
 :mod:`analytic_denoisers.kernels.patches`."""
 
-import torch
 from sklearn.base import BaseEstimator
 
-from ..core.batching import groups
 from ..core.contract import TrainingSetMixin
 from ..core.validation import BOOLEAN, Interval, Options, Schedule
 from ..kernels.patch_index import build_patch_index
@@ -61,9 +59,9 @@ class LocalScoreDenoiser(TrainingSetMixin, BaseEstimator):
         self.chunk_size = chunk_size
         self.prune_tol = prune_tol
 
-    def _validate_params(self, params=None):
+    def _check_params(self, params=None):
         params = self.get_params(deep=False) if params is None else params
-        super()._validate_params(params)
+        super()._check_params(params)
         if params["prune_tol"] is not None and not params["equivariant"]:
             raise ValueError(f"LocalScoreDenoiser: prune_tol needs equivariant=True, got "
                              f"prune_tol={params['prune_tol']!r}, equivariant={params['equivariant']!r}")
@@ -76,23 +74,22 @@ class LocalScoreDenoiser(TrainingSetMixin, BaseEstimator):
         return min(size_at(self.patch_size, sigma, odd=True), limit)
 
     def _denoise(self, x, sigma, y):
-        data = self._fitted_on("data_", x)
-        out = torch.empty_like(x)
-        for rows, level, k in groups(sigma, y, self.classes_):
-            lo, hi = self._class_range(k)
-            size = self.patch_size_at(level)
-            args = (x[rows], level, data[lo:hi], size)
+        def machine(x, sigma, bounds):  # one class (or all of the data); the kernel groups by sigma
+            data = self._fitted_on("data_", x)[slice(*bounds)]
             if not self.equivariant:
-                out[rows] = local_score_posterior_mean(*args, padding=self.padding, chunk_size=self.chunk_size)
-                continue
-            indexes = None
-            if self.prune_tol is not None:  # built once per patch size and class, then cached
-                indexes = self._derived(("patch_index", size, self.padding, lo, hi), x, lambda: [
-                    build_patch_index(data[lo:hi], size, self.padding, pos.to(x.device))
+                return local_score_posterior_mean(x, sigma, data, self.patch_size_at, padding=self.padding,
+                                                  chunk_size=self.chunk_size)
+
+            def indexes(size):  # built once per patch size and class, then cached
+                return self._derived(("patch_index", size, self.padding, *bounds), x, lambda: [
+                    build_patch_index(data, size, self.padding, pos.to(x.device))
                     for pos in equivariant_position_sets(*x.shape[2:], size, self.padding)])
-            out[rows] = equivariant_local_score_posterior_mean(
-                *args, padding=self.padding, chunk_size=self.chunk_size, prune_tol=self.prune_tol, indexes=indexes)
-        return out
+
+            return equivariant_local_score_posterior_mean(
+                x, sigma, data, self.patch_size_at, padding=self.padding, chunk_size=self.chunk_size,
+                prune_tol=self.prune_tol, indexes=indexes if self.prune_tol is not None else None)
+
+        return self._by_class(x, sigma, y, machine)
 
 
 class PatchCompositeDenoiser(TrainingSetMixin, BaseEstimator):
@@ -124,10 +121,5 @@ class PatchCompositeDenoiser(TrainingSetMixin, BaseEstimator):
         return min(size_at(self.patch_size, sigma, odd=False), min(h, w))
 
     def _denoise(self, x, sigma, y):
-        data = self._fitted_on("data_", x)
-        out = torch.empty_like(x)
-        for rows, level, k in groups(sigma, y, self.classes_):
-            lo, hi = self._class_range(k)
-            out[rows] = patch_composite_posterior_mean(
-                x[rows], level, data[lo:hi], self.patch_size_at(level), chunk_size=self.chunk_size)
-        return out
+        return self._by_class(x, sigma, y, lambda x, sigma, bounds: patch_composite_posterior_mean(
+            x, sigma, self._fitted_on("data_", x)[slice(*bounds)], self.patch_size_at, chunk_size=self.chunk_size))

@@ -7,6 +7,8 @@
 * :mod:`.empirical`, :mod:`.locality`, :mod:`.patches`, :mod:`.patch_index`: the
   ``*_posterior_mean`` kernel of each method.
 
-Each kernel validates its inputs, accepts sigma as a float or (where the method allows it) a
-tensor of shape (N,), and is tested against an explicit-loop float64 reference.
+Each public ``*_posterior_mean`` validates its inputs (images, sigma, training data, masks and
+statistics against the images), accepts sigma as a float or a tensor of shape (N,), lets
+autograd reach ``x`` (all but PCA-locality, which reuses a work space in place), and is tested
+against an explicit-loop float64 reference.
 """

@@ -125,8 +125,7 @@ def _top_k_posterior_mean(aug_q, aug, chunk, k):
         cand, cand_idx = torch.cat([best, logits], 1), torch.cat([best_idx, idx], 1)
         best, pos = cand.topk(min(k, cand.shape[1]), dim=1)
         best_idx = cand_idx.gather(1, pos)
-    acc = StreamingSoftmax((n, 1), aug_q.dtype, aug_q.device,
-                           in_place=not (torch.is_grad_enabled() and aug_q.requires_grad))
+    acc = StreamingSoftmax((n, 1), aug_q.dtype, aug_q.device)
     values = aug[:, :d + 1][best_idx]  # (N, k, d + 1): pixels and a column of ones
     acc.add(best, 1, lambda w: torch.einsum("nk,nkd->nd", w, values))
     return acc.mean(aug_q.dtype)

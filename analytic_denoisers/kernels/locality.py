@@ -26,7 +26,7 @@ from typing import NamedTuple, Optional
 import torch
 
 from ..core.batching import per_level
-from ..core.validation import Interval, as_images, as_level, check_scalar
+from ..core.validation import Interval, as_images, as_level, check_scalar, value_at
 from .softmax import StreamingSoftmax, resolve_chunk
 from .wiener import wiener_matrix
 
@@ -41,12 +41,14 @@ def locality_masks(sigma, eigvals, eigvecs, threshold):
     ----------
     sigma : float
     eigvals : Tensor of shape (r,); eigvecs : Tensor of shape (d, r)
-    threshold : float in [0, 1]; 0 gives all-ones masks (the empirical-optimal denoiser)
+    threshold : float in [0, 1], or a schedule of sigma giving one; 0 gives all-ones masks (the
+        empirical-optimal denoiser)
 
     Returns
     -------
     Bool tensor of shape (d, d).
     """
+    threshold = check_scalar(value_at(threshold, sigma), f"threshold at sigma = {sigma:g}", Interval(float, 0, 1))
     W = wiener_matrix(sigma, eigvals, eigvecs)
     diag = W.diagonal()
     live = diag > 0
@@ -211,6 +213,9 @@ def pca_locality_posterior_mean(x, sigma, data, mask, *, chunk_size=None, block_
     Tensor of the shape of ``x``.
     """
     x = as_images(x)
+    if torch.is_grad_enabled() and x.requires_grad:
+        raise ValueError("pca_locality_posterior_mean does not let autograd reach x (it computes the masked "
+                         "distances in place in a reused work space); pass x.detach() or use torch.no_grad()")
     d = x[0].numel()
     prepared = prepare_transposed(data) if prepared is None else prepared  # (d, M), (d,)
     if prepared[0].shape[0] != d or prepared[0].dtype != x.dtype or prepared[0].device != x.device:
@@ -228,13 +233,16 @@ def _pca_locality(x, sigma, prepared, mask, chunk_size, block_size):
     queries = x.reshape(n, -1)  # (N, d)
     d = queries.shape[1]
     data_t, center = prepared  # (d, M), (d,)
+    if not (isinstance(mask, torch.Tensor) and mask.dtype == torch.bool and tuple(mask.shape) == (d, d)):
+        got = f"{mask.dtype} of shape {tuple(mask.shape)}" if isinstance(mask, torch.Tensor) else type(mask).__name__
+        raise ValueError(f"mask must be a bool tensor of shape ({d}, {d}), got {got} at sigma = {sigma:g}")
     chunk = min(resolve_chunk(chunk_size, n * 128, 2**19, minimum=512), data_t.shape[1])  # ~4096 (query, image)
     plan = block_plan(mask.to(x.device), block_size, x.dtype)
     identity = plan.block_size >= d  # one dense block: outputs in pixel order
     scale = -1 / (2 * as_level(sigma) ** 2)
     twice_q = (2 * scale) * (queries - center).T[:, :, None]  # (d, N, 1)
     # one softmax per (output pixel, query); sums kept in the input's dtype
-    acc = StreamingSoftmax((d, n, 1), x.dtype, x.device, sum_dtype=x.dtype)
+    acc = StreamingSoftmax((d, n, 1), x.dtype, x.device, layout="pair", sum_dtype=x.dtype)
     # work space reused by every chunk: fresh large blocks would be page-faulted in every time
     space = queries.new_empty(3 * d * n * chunk + 2 * d * chunk)
     for start in range(0, data_t.shape[1], chunk):

@@ -7,7 +7,8 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from .softmax import StreamingSoftmax
+from ..core.validation import Interval, check_scalar
+from .softmax import StreamingSoftmax, resolve_chunk
 
 
 def patches_of(images, patch_size, padding):
@@ -151,8 +152,7 @@ def pruned_patch_softmax(queries, sigma, index, tol, stats=None):
     -------
     Tensor of shape (n, C).
     """
-    if not 0 < tol < 1:
-        raise ValueError(f"prune_tol must be in (0, 1), got {tol!r}")
+    check_scalar(tol, "prune_tol", Interval(float, 0, 1, closed="neither"))
     keys, values, offsets = index.keys, index.values, index.offsets
     n, total, dim = len(queries), index.total, queries.shape[1]
     work = logit_dtype(queries, float(keys[:, :dim].abs().max()) * dim**0.5, sigma)
@@ -169,7 +169,7 @@ def pruned_patch_softmax(queries, sigma, index, tol, stats=None):
         """Fold cluster j into the softmax of ``rows``; returns each row's heaviest patch."""
         nonlocal computed
         lo, hi = offsets[j], offsets[j + 1]
-        step = max(1, 2**22 // len(rows))
+        step = resolve_chunk(None, len(rows), 2**22)
         top = q_work.new_full((len(rows),), -torch.inf)
         arg = torch.zeros(len(rows), dtype=torch.long, device=queries.device)
         for start in range(lo, hi, step):

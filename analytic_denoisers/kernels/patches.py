@@ -38,8 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from ..core.batching import per_level
-from ..core.validation import Interval, Options, as_images, check_data, check_scalar
-from ..scales.table import value_at
+from ..core.validation import Interval, Options, as_images, check_data, check_scalar, value_at
 from .patch_index import build_patch_index, logit_dtype, patches_of, pruned_patch_softmax
 from .softmax import StreamingSoftmax, floored_weights, log_weight_floor, resolve_chunk
 
@@ -130,7 +129,7 @@ def _local_score(x, sigma, data, patch_size, padding, chunk_size):
     size, pad = patch_size, patch_size // 2
     chunk = resolve_chunk(chunk_size, n * h * w, BOX_ELEMENTS)
     # logits in float64, weights in the input's dtype, sums across chunks in float64
-    acc = StreamingSoftmax((n, 1, h, w), torch.float64, x.device, weight_dtype=x.dtype)
+    acc = StreamingSoftmax((n, 1, h, w), torch.float64, x.device, layout="pair", weight_dtype=x.dtype)
     for start in range(0, len(data), chunk):
         images = data[start:start + chunk]
         logits = _window_logits(x, images, size, pad, padding, sigma)  # (N, c, H, W)
@@ -211,6 +210,9 @@ def _equivariant_local_score(x, sigma, data, patch_size, padding, chunk_size, pr
             indexes = [build_patch_index(data, patch_size, padding, pos) for pos in sets]
         elif callable(indexes):
             indexes = indexes(patch_size)
+        if len(indexes) != len(sets) or any(index.centroids.shape[1] != queries.shape[2] for index in indexes):
+            raise ValueError(f"indexes were built for other patches: need {len(sets)} indexes of "
+                             f"{queries.shape[2]}-value patches (patch size {patch_size}, padding {padding!r})")
         out = torch.empty(n, h * w, c, dtype=x.dtype, device=x.device)
         computed = 0.0
         for pos, index in zip(sets, indexes, strict=True):
@@ -277,7 +279,8 @@ def _patch_composite(x, sigma, data, patch_size, chunk_size):
     s = patch_size
     chunk = resolve_chunk(chunk_size, n * h * w, BOX_ELEMENTS)
     # pass 1: the log-normaliser of every crop (logits in float64, sums across chunks in float64)
-    acc = StreamingSoftmax((n, 1, h - s + 1, w - s + 1), torch.float64, x.device, weight_dtype=x.dtype)
+    acc = StreamingSoftmax((n, 1, h - s + 1, w - s + 1), torch.float64, x.device, layout="weights",
+                           weight_dtype=x.dtype)
     for start in range(0, len(data), chunk):
         acc.add(_window_logits(x, data[start:start + chunk], s, 0, "zeros", sigma), 1,
                 lambda weights: weights.sum(1, keepdim=True))

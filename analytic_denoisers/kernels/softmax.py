@@ -44,6 +44,9 @@ def floored_weights(logits, reference, floor, dtype, in_place=False):
     return shifted.exp_() if in_place else torch.exp(shifted)
 
 
+LAYOUTS = ("fused", "pair", "weights")
+
+
 class StreamingSoftmax:
     """Running softmax-weighted sums over blocks of candidates, exact for any blocking.
 
@@ -53,10 +56,13 @@ class StreamingSoftmax:
         dimension of size 1, e.g. ``(N, 1)`` for logits ``(N, c)``
     logit_dtype : dtype of the logits (and of the running maximum)
     device : torch device
+    layout : what ``weighted_sums`` returns (see :meth:`add`):
+        ``"fused"``: one tensor whose last column is the sum of the weights (values with a
+        column of ones, one matrix product); ``"pair"``: ``(numerator, sum of the weights)``;
+        ``"weights"``: the sum of the weights alone (for :meth:`log_normaliser`)
     weight_dtype : dtype the weights are exponentiated and summed in (default: ``logit_dtype``)
     sum_dtype : dtype the sums are accumulated in across blocks (default float64: with
         millions of nearly equal weights, float32 running sums drift by 1e-3)
-    in_place : bool, whether the logits of each block may be overwritten (not under autograd)
 
     Attributes
     ----------
@@ -64,31 +70,38 @@ class StreamingSoftmax:
     sums : tuple of Tensors, the accumulated weighted sums (None before the first block)
     """
 
-    def __init__(self, max_shape, logit_dtype, device, *, weight_dtype=None, sum_dtype=torch.float64,
-                 in_place=True):
+    def __init__(self, max_shape, logit_dtype, device, *, layout="fused", weight_dtype=None,
+                 sum_dtype=torch.float64):
+        if layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+        self.layout = layout
         self.weight_dtype = logit_dtype if weight_dtype is None else weight_dtype
         self.floor = log_weight_floor(self.weight_dtype)
         self.run_max = torch.full(tuple(max_shape), -torch.inf, dtype=logit_dtype, device=device)
-        self.sum_dtype, self.in_place, self.sums = sum_dtype, in_place, None
+        self.sum_dtype, self.sums = sum_dtype, None
 
     def add(self, logits, dim, weighted_sums, rows=None):
         """Fold in one block of candidates.
 
         Parameters
         ----------
-        logits : Tensor with the candidates along ``dim`` (overwritten when ``in_place``)
+        logits : Tensor with the candidates along ``dim``; overwritten (its memory reused for
+            the weights) unless autograd needs it
         dim : int, the candidate dimension
-        weighted_sums : callable ``weights -> Tensor or tuple of Tensors``: the block's sums
-            over its candidates (e.g. ``weights @ values``), each with the leading dimension of
-            the queries
+        weighted_sums : callable ``weights -> Tensor or tuple of Tensors`` in the ``layout``:
+            the block's sums over its candidates (e.g. ``weights @ values``), each with the
+            leading dimension of the queries
         rows : long Tensor, optional: the block is for these queries (rows of ``run_max``) only
         """
+        in_place = not (torch.is_grad_enabled() and logits.requires_grad)
         run_max = self.run_max if rows is None else self.run_max[rows]
         new_max = torch.maximum(run_max, logits.amax(dim, keepdim=True)).detach()
         # unnormalised weights, floored at a normal float (see log_weight_floor)
-        weights = floored_weights(logits, new_max, self.floor, self.weight_dtype, self.in_place)
+        weights = floored_weights(logits, new_max, self.floor, self.weight_dtype, in_place)
         block = weighted_sums(weights)
         block = block if isinstance(block, tuple) else (block,)
+        if len(block) != (2 if self.layout == "pair" else 1):
+            raise ValueError(f"weighted_sums gave {len(block)} sums for the {self.layout!r} layout")
         if self.sums is None:
             n = self.run_max.shape[0]
             self.sums = tuple(b.new_zeros((n,) + b.shape[1:], dtype=self.sum_dtype) for b in block)
@@ -103,19 +116,21 @@ class StreamingSoftmax:
             for s, v in zip(self.sums, new):
                 s[rows] = v
 
+    def _weight_sum(self):
+        return {"fused": lambda: self.sums[0][..., -1:], "pair": lambda: self.sums[1],
+                "weights": lambda: self.sums[0]}[self.layout]()
+
     def mean(self, dtype=None):
-        """The softmax averages: ``sums[0] / sums[1]``, or, for one fused sum whose last column
-        holds the sum of the weights, ``sums[0][..., :-1] / sums[0][..., -1:]``."""
-        if len(self.sums) == 1:
-            total = self.sums[0]
-            out = total[..., :-1] / total[..., -1:]
-        else:
-            out = self.sums[0] / self.sums[1]
+        """The softmax averages: ``numerator / sum of the weights`` ("fused" or "pair" layout)."""
+        if self.layout == "weights":
+            raise ValueError("a StreamingSoftmax with the 'weights' layout holds no numerator")
+        numerator = self.sums[0][..., :-1] if self.layout == "fused" else self.sums[0]
+        out = numerator / self._weight_sum()
         return out if dtype is None else out.to(dtype)
 
     def log_normaliser(self):
-        """``log sum_i exp(l_i)`` per query, from the last (or only) sum: the sum of the weights."""
-        return self.run_max + self.sums[-1].log()
+        """``log sum_i exp(l_i)`` per query, shape ``max_shape`` (in ``sum_dtype``)."""
+        return self.run_max + self._weight_sum().log()
 
 
 def softmax_average(aug_q, keys, values, chunk):
@@ -133,8 +148,7 @@ def softmax_average(aug_q, keys, values, chunk):
     Tensor of shape (N, v), in the dtype of ``aug_q``. Differentiable with respect to ``aug_q``
     when autograd is on.
     """
-    acc = StreamingSoftmax((aug_q.shape[0], 1), aug_q.dtype, aug_q.device,
-                           in_place=not (torch.is_grad_enabled() and aug_q.requires_grad))
+    acc = StreamingSoftmax((aug_q.shape[0], 1), aug_q.dtype, aug_q.device)
     for start in range(0, keys.shape[0], chunk):
         block = values[start:start + chunk]
         acc.add(aug_q @ keys[start:start + chunk].T, 1, lambda w: w @ block)

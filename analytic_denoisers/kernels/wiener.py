@@ -71,12 +71,20 @@ def eigenbasis(moments, rank=None):
                       eigvecs.flip(1)[:, :int(rank)].contiguous())
 
 
+def _check_basis(x, mean, eigvals, eigvecs):
+    """The Gaussian's statistics must fit the images ``x`` (N, ...): mean (d,), eigvals (r,), eigvecs (d, r)."""
+    d = x[0].numel()
+    if mean.shape != (d,) or eigvecs.dim() != 2 or eigvecs.shape[0] != d or eigvals.shape != eigvecs.shape[1:]:
+        raise ValueError(f"expected mean ({d},), eigvals (r,) and eigvecs ({d}, r) for images of {d} pixels, got "
+                         f"{tuple(mean.shape)}, {tuple(eigvals.shape)} and {tuple(eigvecs.shape)}")
+
+
 def gaussian_posterior_mean(x, sigma, mean, eigvals, eigvecs):
     """Wiener-filter posterior mean ``mu + U diag(lam / (lam + sigma^2)) U^T (x - mu)``.
 
     Parameters
     ----------
-    x : Tensor of shape (N, C, H, W)
+    x : Tensor of shape (N, C, H, W), or flattened (N, d)
     sigma : float or Tensor of shape (N,)
     mean : Tensor of shape (d,), d = C * H * W
     eigvals : Tensor of shape (r,), non-negative
@@ -87,7 +95,8 @@ def gaussian_posterior_mean(x, sigma, mean, eigvals, eigvecs):
     Tensor of shape (N, C, H, W). Directions outside the span of ``eigvecs`` are treated as
     having zero variance (they are set to the mean).
     """
-    x = as_images(x)
+    x = as_images(x, flat=True)
+    _check_basis(x, mean, eigvals, eigvecs)
     flat = x.reshape(x.shape[0], -1) - mean
     coef = wiener_gains(eigvals, as_sigma(sigma, x)[:, None])  # (N, r) shrinkage per direction
     z = flat @ eigvecs  # (N, r) coordinates in the eigenbasis
@@ -103,7 +112,7 @@ def gaussian_trajectory(x_T, sigmas, mean, eigvals, eigvecs):
 
     Parameters
     ----------
-    x_T : Tensor of shape (N, C, H, W)
+    x_T : Tensor of shape (N, C, H, W) or (N, d)
         The state at ``sigma_T = sigmas[0]``.
     sigmas : 1-D tensor of shape (S,)
         Non-negative noise levels, ``sigmas[0] > 0``.
@@ -113,7 +122,8 @@ def gaussian_trajectory(x_T, sigmas, mean, eigvals, eigvecs):
     -------
     Tensor of shape (S, N, C, H, W): ``x(sigmas[k])`` for each k (the first equals x_T).
     """
-    x_T = as_images(x_T, name="x_T")
+    x_T = as_images(x_T, name="x_T", flat=True)
+    _check_basis(x_T, mean, eigvals, eigvecs)
     sigmas = check_sigmas(sigmas, schedule=False).to(dtype=x_T.dtype, device=x_T.device)
     flat = x_T.reshape(x_T.shape[0], -1) - mean
     z = flat @ eigvecs  # (N, r)

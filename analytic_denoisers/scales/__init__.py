@@ -4,8 +4,9 @@ The locality and patch denoisers take a scale hyper-parameter (``PCALocalityDeno
 ``LocalScoreDenoiser(patch_size=)``, ``PatchCompositeDenoiser(patch_size=)``) that is a number or
 a *schedule*: any callable ``schedule(sigma) -> number``. This package owns
 
-* :mod:`.table` (a leaf): :func:`value_at`, the one way to read a scale at a noise level, and
-  :class:`Table`, values on a grid of noise levels looked up in log-sigma, saved with the
+* :func:`value_at` (from :mod:`analytic_denoisers.core.validation`), the one way to read a scale
+  at a noise level;
+* :mod:`.table` (a leaf module): :class:`Table`, values on a grid of noise levels looked up in log-sigma, saved with the
   estimator that holds it (:meth:`Table.from_steps` pairs a published per-step list with the
   step sigmas);
 * :mod:`.rules`: schedules derived from data alone, :func:`wiener_extent_schedule` (the spatial
@@ -22,7 +23,8 @@ A fixed scale is just a number.
 from .calibration import Calibration, calibrate
 from .rules import (chebyshev_distances, max_patch_size, radial_power_spectrum, snr_resolution_schedule,
                     wavelength_patch_size, wiener_extent_schedule, wiener_radii)
-from .table import INTERPOLATIONS, Table, json_object_hook, value_at
+from ..core.validation import value_at
+from .table import INTERPOLATIONS, Table, json_object_hook
 
 __all__ = ["INTERPOLATIONS", "Calibration", "Table", "calibrate", "chebyshev_distances", "json_object_hook",
            "max_patch_size", "radial_power_spectrum", "snr_resolution_schedule", "value_at",

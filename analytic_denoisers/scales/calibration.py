@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 from ..core.batching import in_batches
 from ..core.contract import as_denoise_fn
 from ..core.noise import seeded_noise
-from ..core.validation import Interval, Sequence, as_images, check_scalar, sigma_grid
+from ..core.validation import Interval, Options, Sequence, as_images, check_scalar, sigma_grid
 from ..metrics import METRICS
 from .table import Table
 
@@ -92,8 +92,7 @@ def calibrate(estimator, param, candidates, target, X, sigmas, *, metric="mse", 
     :class:`Calibration` with the chosen ``schedule`` (a :class:`Table`), ``scores`` (S, K),
     ``metric``, ``candidates``, ``sigmas``.
     """
-    if metric not in METRICS:
-        raise ValueError(f"metric must be one of {sorted(METRICS)}, got {metric!r}")
+    check_scalar(metric, "metric", Options(*METRICS))
     score_fn, _, greater_is_better = METRICS[metric]
     params = estimator.get_params()
     if param not in params:

@@ -73,7 +73,6 @@ def wiener_radii(sigma, eigvals, eigvecs, image_shape, threshold):
     if eigvecs.dim() != 2 or eigvecs.shape[0] != d or eigvals.shape != eigvecs.shape[1:]:
         raise ValueError(f"expected eigvals of shape (r,) and eigvecs of shape ({d}, r) for images of "
                          f"shape {shape}, got {tuple(eigvals.shape)} and {tuple(eigvecs.shape)}")
-    check_scalar(threshold, "threshold", Interval(float, 0, 1))
     mask = locality_masks(float(sigma), eigvals, eigvecs, threshold).cpu()  # (d, d) [n, m]
     dist = chebyshev_distances(shape)  # (d, d)
     return torch.where(mask, dist, 0).amax(0)  # (d,) one radius per output pixel m

@@ -1,52 +1,19 @@
 """Scale schedules as values: a patch size or threshold as a function of the noise level.
 
 The locality and patch denoisers take a scale hyper-parameter that is a number or a *schedule*:
-any callable ``schedule(sigma) -> number``. This leaf module owns :func:`value_at`, the one way
-to read a scale at a noise level, and :class:`Table`, values on a grid of noise levels looked
-up in log-sigma, saved with the estimator that holds it (``to_dict`` / :func:`json_object_hook`).
+any callable ``schedule(sigma) -> number`` (read with
+:func:`~analytic_denoisers.core.validation.value_at`). This leaf module owns :class:`Table`,
+values on a grid of noise levels looked up in log-sigma, saved with the estimator that holds it
+(``to_dict`` / :func:`json_object_hook`).
 """
 
 import math
 
 import numpy as np
 
-from ..core.validation import Interval, as_level, as_vector, check_sigmas
+from ..core.validation import as_level, as_vector, check_sigmas
 
 INTERPOLATIONS = ("nearest", "log-linear")
-
-
-def _is_number(value):
-    return Interval(float).is_satisfied_by(value)
-
-
-def value_at(schedule, sigma):
-    """The value of a scale (a number or a schedule) at one noise level.
-
-    Parameters
-    ----------
-    schedule : number, or callable ``schedule(sigma) -> number`` (e.g. a :class:`Table`)
-    sigma : float or 0-d tensor, positive
-
-    Returns
-    -------
-    The number itself (unchanged, an ``int`` stays an ``int``), or ``schedule(float(sigma))``.
-
-    Raises
-    ------
-    ValueError if ``schedule`` is neither a number nor callable, if it returns something that
-    is not a number, or if ``sigma`` is not one positive finite number.
-    """
-    level = as_level(sigma)
-    if _is_number(schedule):
-        return schedule
-    if not callable(schedule):
-        raise ValueError(f"a scale must be a number or a schedule (a callable of sigma, such as "
-                         f"analytic_denoisers.scales.Table), got {type(schedule).__name__} {schedule!r}")
-    value = schedule(level)
-    if not _is_number(value):
-        raise ValueError(f"schedule {schedule!r} returned {value!r} at sigma = {level:g}; "
-                         "expected a number")
-    return value
 
 
 class Table:

@@ -53,7 +53,7 @@ class UNetDenoiser(DenoiserMixin, BaseEstimator):
 
     _fitted_state = DenoiserMixin._fitted_state + ("weights_", "n_steps_", "loss_log_")
     _parameter_constraints = {
-        "base_channels": [Interval(int, 8)], "channel_mult": [Sequence(POSITIVE_INT)],
+        "base_channels": [Interval(int, 1, multiple_of=8)], "channel_mult": [Sequence(POSITIVE_INT)],
         "num_res_blocks": [POSITIVE_INT], "attention": [BOOLEAN], "sigma_data": [POSITIVE],
         "p_mean": [Interval(float)], "p_std": [POSITIVE], "steps": [POSITIVE_INT],
         "batch_size": [POSITIVE_INT], "lr": [POSITIVE], "warmup": [Interval(int, 0)],
@@ -123,7 +123,7 @@ class UNetDenoiser(DenoiserMixin, BaseEstimator):
         """
         if y is not None:
             raise ValueError("UNetDenoiser is unconditional: call fit(X) without labels")
-        self._validate_params()
+        self._check_params()
         check_scalar(checkpoint_every, "checkpoint_every", POSITIVE_INT)
         check_scalar(log_every, "log_every", POSITIVE_INT)
         X = as_training_images(X).float()

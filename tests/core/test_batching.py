@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from analytic_denoisers.core.batching import groups, in_batches
+from analytic_denoisers.core.batching import groups, in_batches, per_level
 from analytic_denoisers.testing import tiny_images
 
 
@@ -32,3 +32,19 @@ def test_groups_split_by_level_and_class():
     assert found == {(0.5, 0): [2], (0.5, 1): [0, 3], (1.0, 0): [4], (1.0, 1): [1]}
     assert [(r.tolist(), level, k) for r, level, k in groups(sigma)] == [([0, 2, 3], 0.5, None), ([1, 4], 1.0, None)]
     assert [(r.tolist(), k) for r, _, k in groups(y=y, classes=[3, 7, 9])] == [([2, 4], 0), ([0, 1, 3], 1)]
+
+
+def test_per_level_passes_a_number_exactly_and_tensor_levels_as_given():
+    x, seen = tiny_images(3).float(), []
+
+    def record(images, level):
+        seen.append((len(images), level))
+        return images * level
+
+    per_level(x, 0.3, record)  # a Python number is not rounded to float32
+    torch.testing.assert_close(per_level(x, torch.tensor([0.3, 2.0, 0.3]), record), x * torch.tensor(
+        [0.3, 2.0, 0.3]).reshape(3, 1, 1, 1))
+    assert seen[0] == (3, 0.3) and [n for n, _ in seen[1:]] == [2, 1]
+    assert seen[1][1] == float(torch.tensor(0.3, dtype=torch.float32)) != 0.3  # a tensor level: its own value
+    with pytest.raises(ValueError, match="positive"):
+        per_level(x, -1.0, record)

@@ -7,6 +7,7 @@ import torch
 from analytic_denoisers.kernels.empirical import empirical_posterior_mean
 from analytic_denoisers.kernels.locality import locality_masks, pca_locality_posterior_mean
 from analytic_denoisers.kernels.moments import moments
+from analytic_denoisers.kernels.patch_index import build_patch_index
 from analytic_denoisers.kernels.patches import (equivariant_local_score_posterior_mean, local_score_posterior_mean,
                                                 patch_composite_posterior_mean)
 from analytic_denoisers.kernels.wiener import eigenbasis, gaussian_posterior_mean
@@ -53,6 +54,31 @@ def test_bad_input_raises(name):
     if name != "gaussian":  # the others read the training images themselves
         with pytest.raises(ValueError, match="dtype torch.float64"):
             kernel(x, 1.0, DATA.float())
+
+
+@pytest.mark.parametrize("name", sorted(set(KERNELS) - {"pca-locality"}))
+def test_autograd_reaches_x(name):
+    """Jacobians of the denoisers (locality maps) need it; PCA-locality computes its masked
+    distances in place in a reused work space, so it is the one kernel without gradients."""
+    x = tiny_images(2, seed=5).requires_grad_(True)
+    sigma = torch.tensor([0.4, 2.0], dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda x: KERNELS[name](x, sigma, DATA), (x,))
+
+
+def test_pca_locality_says_it_has_no_gradients():
+    with pytest.raises(ValueError, match="does not let autograd reach x"):
+        KERNELS["pca-locality"](tiny_images(2, seed=5).requires_grad_(True), 1.0, DATA)
+
+
+def test_statistics_that_do_not_fit_are_refused():
+    x = tiny_images(2, seed=6)
+    with pytest.raises(ValueError, match=r"mask must be a bool tensor of shape \(36, 36\)"):
+        pca_locality_posterior_mean(x, 1.0, DATA.flatten(1), torch.ones(9, 9, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"eigvecs \(36, r\)"):
+        gaussian_posterior_mean(x, 1.0, BASIS.mean, BASIS.eigvals[:3], BASIS.eigvecs)
+    indexes = [build_patch_index(DATA, 3, "circular", torch.arange(36))]
+    with pytest.raises(ValueError, match="indexes were built for other patches"):
+        equivariant_local_score_posterior_mean(x, 1.0, DATA, 5, padding="circular", prune_tol=1e-3, indexes=indexes)
 
 
 def test_patch_kernels_validate_their_knobs():

@@ -40,14 +40,27 @@ def test_matches_the_loop_reference_for_any_chunking(scale, chunk):
     torch.testing.assert_close(stream(logits, values, chunk).mean(), expect, rtol=1e-12, atol=1e-12)
 
 
-def test_separate_sums_and_log_normaliser():
+def test_the_three_layouts_and_the_log_normaliser():
     logits, values = 30 * randn(3, 11, seed=3), randn(11, 2, seed=4)
-    acc = StreamingSoftmax((3, 1), torch.float64, "cpu")
-    for start in range(0, 11, 4):  # numerator and denominator as two sums, as LS / PSPC use them
+    expect_mean = softmax_mean_reference(logits, values)
+    expect_log = torch.logsumexp(logits, 1, keepdim=True)
+    fused = stream(logits, values, 4)  # values with a column of ones, one product
+    pair = StreamingSoftmax((3, 1), torch.float64, "cpu", layout="pair")  # as LS and PCA-locality use it
+    weights = StreamingSoftmax((3, 1), torch.float64, "cpu", layout="weights")  # as PSPC's first pass
+    for start in range(0, 11, 4):
         block = values[start:start + 4]
-        acc.add(logits[:, start:start + 4].clone(), 1, lambda w: (w @ block, w.sum(1, keepdim=True)))
-    torch.testing.assert_close(acc.mean(), softmax_mean_reference(logits, values), rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(acc.log_normaliser(), torch.logsumexp(logits, 1, keepdim=True), rtol=1e-12, atol=1e-12)
+        pair.add(logits[:, start:start + 4].clone(), 1, lambda w: (w @ block, w.sum(1, keepdim=True)))
+        weights.add(logits[:, start:start + 4].clone(), 1, lambda w: w.sum(1, keepdim=True))
+    for acc in (fused, pair):
+        torch.testing.assert_close(acc.mean(), expect_mean, rtol=1e-12, atol=1e-12)
+    for acc in (fused, pair, weights):
+        torch.testing.assert_close(acc.log_normaliser(), expect_log, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="holds no numerator"):
+        weights.mean()
+    with pytest.raises(ValueError, match="gave 1 sums for the 'pair' layout"):
+        pair.add(logits[:, :2].clone(), 1, lambda w: w @ values[:2])
+    with pytest.raises(ValueError, match="layout must be one of"):
+        StreamingSoftmax((3, 1), torch.float64, "cpu", layout="split")
 
 
 def test_rows_fold_a_block_into_some_queries_only():
@@ -74,7 +87,7 @@ def test_weights_floored_at_a_normal_float_and_float32_weights():
     torch.testing.assert_close(acc.mean(), softmax_mean_reference(logits, values), rtol=1e-6, atol=1e-6)
 
 
-def test_gradients_flow_to_the_queries():
+def test_gradients_flow_to_the_queries_and_logits_are_kept_for_them():
     keys, values = randn(6, 3, seed=9), randn(6, 2, seed=10)
     q = randn(2, 3, seed=11).requires_grad_(True)
     fused = torch.cat([values, torch.ones(6, 1, dtype=torch.float64)], 1)

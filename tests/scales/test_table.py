@@ -10,7 +10,8 @@ import torch
 
 import analytic_denoisers as ad
 from analytic_denoisers.core import artifact as io
-from analytic_denoisers.scales.table import Table, value_at
+from analytic_denoisers.core.validation import value_at
+from analytic_denoisers.scales.table import Table
 from references import tiny_images
 
 

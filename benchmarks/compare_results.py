@@ -18,30 +18,22 @@ import json
 import sys
 from pathlib import Path
 
+from analytic_denoisers.bench.report import reproducible
+
 COMMITTED = Path(__file__).resolve().parent / "results"
-NOT_COMPARED = {"seconds_per_call", "seconds", "peak_mib", "fit_seconds", "fit_peak_mib", "denoise_peak_mib",
-                "reference_seconds_per_call", "environment", "command"}
 ANALYSES = ("teleport", "trajectory", "chromatography", "locality")
-
-
-def _without_timings(obj):
-    if isinstance(obj, dict):
-        return {k: _without_timings(v) for k, v in obj.items() if k not in NOT_COMPARED}
-    if isinstance(obj, list):
-        return [_without_timings(v) for v in obj]
-    return obj
 
 
 def _csv_rows(path):
     with open(path, newline="") as f:
-        return [{k: v for k, v in row.items() if k not in NOT_COMPARED} for row in csv.DictReader(f)]
+        return [reproducible(row) for row in csv.DictReader(f)]
 
 
 def compare(fresh, committed=COMMITTED):
     """``(name, identical)`` for every compared file of ``fresh`` against ``committed``."""
     pairs = [(f"bench-default/{name}", _csv_rows) for name in ("denoising.csv", "sampling.csv")]
-    pairs += [("bench-default/results.json", lambda p: _without_timings(json.loads(p.read_text())))]
-    pairs += [(f"analysis-{a}/{a}.json", lambda p: _without_timings(json.loads(p.read_text()))) for a in ANALYSES]
+    pairs += [(name, lambda p: reproducible(json.loads(p.read_text())))
+              for name in ["bench-default/results.json", *(f"analysis-{a}/{a}.json" for a in ANALYSES)]]
     return [(name, read(Path(fresh) / name) == read(Path(committed) / name)) for name, read in pairs]
 
 
@@ -52,7 +44,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     results = compare(args.fresh, args.committed)
     for name, same in results:
-        print(f"{name}: {'identical' if same else 'DIFFERS'} (timings, memory, environment and command left out)")
+        print(f"{name}: {'identical' if same else 'DIFFERS'} (bench.report.NOT_REPRODUCIBLE left out)")
     return 0 if all(same for _, same in results) else 1
 
 

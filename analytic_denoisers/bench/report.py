@@ -13,6 +13,19 @@ from ..viz import pyplot, save_figure, save_labelled_rows
 
 
 SAMPLES_IN_FIGURE = 16  # columns of samples.png
+# keys of results (and columns of the CSV files) whose values vary from run to run
+NOT_REPRODUCIBLE = frozenset({"seconds", "seconds_per_call", "reference_seconds_per_call", "fit_seconds",
+                              "fit_peak_mib", "denoise_peak_mib", "peak_mib", "environment", "command"})
+
+
+def reproducible(results):
+    """``results`` (a dict of results.json, an analysis JSON, or a CSV row) without the entries
+    of :data:`NOT_REPRODUCIBLE` and the private ``_`` keys: what a re-run must give again."""
+    if isinstance(results, dict):
+        return {k: reproducible(v) for k, v in results.items() if k not in NOT_REPRODUCIBLE and not k.startswith("_")}
+    if isinstance(results, list):
+        return [reproducible(v) for v in results]
+    return results
 
 
 def write(results, out_dir, command=None):

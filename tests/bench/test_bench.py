@@ -8,7 +8,8 @@ import pytest
 import torch
 
 import analytic_denoisers as ad
-from analytic_denoisers import bench as benchmark, metrics
+from analytic_denoisers import bench, metrics
+from analytic_denoisers.bench.report import reproducible
 from analytic_denoisers.cli import main
 from references import TINY_UNET
 
@@ -17,7 +18,7 @@ N_TRAIN = 48
 
 def tiny_protocol(reference, **overrides):
     """The default data's first images, two sigmas, two samples of two steps."""
-    return benchmark.make_protocol({
+    return bench.make_protocol({
         "reference": str(reference), "train_limit": N_TRAIN,
         "denoising": {"n_images": 4, "sigmas": [0.1, 2.0], "batch_size": 3},
         "sampling": {"n_samples": 2, "steps": 2},
@@ -42,7 +43,7 @@ def unet_file(tmp_path_factory, train_images):
 
 
 def test_identical_methods_agree_perfectly(gaussian_file):
-    results = benchmark.run(tiny_protocol(gaussian_file, methods=["gaussian"]), progress=False, log=lambda s: None)
+    results = bench.run(tiny_protocol(gaussian_file, methods=["gaussian"]), progress=False, log=lambda s: None)
     assert results["reference"]["trained_on_same_images"]
     for row in results["denoising"]["methods"]["gaussian"]["by_sigma"]:
         assert row["r2"] == 1.0 and row["pearson"] == pytest.approx(1.0) and row["mse"] == 0.0
@@ -54,26 +55,11 @@ def test_identical_methods_agree_perfectly(gaussian_file):
     assert gate["reference_mse"] == gate["gaussian_mse"] and not results["gate"]["passed"]
 
 
-def _numbers(results):
-    """The results without timings and memory, which vary from run to run."""
-    drop = {"seconds", "seconds_per_call", "fit_seconds", "fit_peak_mib", "denoise_peak_mib", "peak_mib",
-            "reference_seconds_per_call", "environment", "date"}
-
-    def strip(obj):
-        if isinstance(obj, dict):
-            return {k: strip(v) for k, v in obj.items() if k not in drop}
-        if isinstance(obj, list):
-            return [strip(v) for v in obj]
-        return obj
-
-    return strip({k: v for k, v in results.items() if not k.startswith("_")})
-
-
 def test_every_method_against_a_unet_is_repeatable(unet_file):
     protocol = tiny_protocol(unet_file)
-    first = benchmark.run(protocol, progress=False, log=lambda s: None)
-    second = benchmark.run(protocol, progress=False, log=lambda s: None)
-    assert _numbers(first) == _numbers(second)
+    first = bench.run(protocol, progress=False, log=lambda s: None)
+    second = bench.run(protocol, progress=False, log=lambda s: None)
+    assert reproducible(first) == reproducible(second)
     assert set(first["denoising"]["methods"]) == set(ad.registry.METHODS)
     for entry in first["denoising"]["methods"].values():
         assert [r["sigma"] for r in entry["by_sigma"]] == [0.1, 2.0]
@@ -81,15 +67,15 @@ def test_every_method_against_a_unet_is_repeatable(unet_file):
     # the "snr" patch size became the data's schedule
     assert first["denoising"]["methods"]["local-score"]["params"]["patch_size"]["__schedule__"] == "Table"
     # other sampling seeds give other samples
-    other = benchmark.run(tiny_protocol(unet_file, sampling={"n_samples": 2, "steps": 2, "seed": 7}),
+    other = bench.run(tiny_protocol(unet_file, sampling={"n_samples": 2, "steps": 2, "seed": 7}),
                           progress=False, log=lambda s: None)
     assert not torch.equal(other["_images"]["samples"]["reference"], first["_images"]["samples"]["reference"])
 
 
 def test_noise_is_per_sample(gaussian_file):
     # sample i depends only on seed + i: two samples from seed 0 contain the one sample from seed 1
-    two = benchmark.run(tiny_protocol(gaussian_file, methods=["gaussian"]), progress=False, log=lambda s: None)
-    one = benchmark.run(tiny_protocol(gaussian_file, methods=["gaussian"],
+    two = bench.run(tiny_protocol(gaussian_file, methods=["gaussian"]), progress=False, log=lambda s: None)
+    one = bench.run(tiny_protocol(gaussian_file, methods=["gaussian"],
                                       sampling={"n_samples": 1, "steps": 2, "seed": 1}),
                         progress=False, log=lambda s: None)
     # equal up to float32 GEMM rounding, which differs between batch sizes and grows from sigma = 80
@@ -100,15 +86,15 @@ def test_noise_is_per_sample(gaussian_file):
 def test_reference_trained_on_other_images_is_flagged(tmp_path, train_images):
     other = ad.GaussianDenoiser().fit(train_images[:20]).save(tmp_path / "other.h5")
     lines = []
-    results = benchmark.run(tiny_protocol(other, methods=["gaussian"]), progress=False, log=lines.append)
+    results = bench.run(tiny_protocol(other, methods=["gaussian"]), progress=False, log=lines.append)
     assert not results["reference"]["trained_on_same_images"]
     assert any("WARNING: trained on different images" in line for line in lines)
 
 
 def test_writers(tmp_path, gaussian_file):
-    results = benchmark.run(tiny_protocol(gaussian_file, methods=["gaussian", "empirical"]),
+    results = bench.run(tiny_protocol(gaussian_file, methods=["gaussian", "empirical"]),
                             progress=False, log=lambda s: None)
-    paths = benchmark.write(results, tmp_path / "out", command="analytic-denoisers bench ...")
+    paths = bench.write(results, tmp_path / "out", command="analytic-denoisers bench ...")
     assert all(p.is_file() and p.stat().st_size > 0 for p in paths)
     saved = json.loads((tmp_path / "out" / "results.json").read_text())
     assert saved["command"] == "analytic-denoisers bench ..." and "_images" not in saved
@@ -142,23 +128,23 @@ def test_writers(tmp_path, gaussian_file):
 ])
 def test_bad_protocols_raise(overrides, match):
     with pytest.raises(ValueError, match=match):
-        benchmark.make_protocol(overrides)
+        bench.make_protocol(overrides)
 
 
 def test_protocol_file_and_missing_reference(tmp_path):
     (tmp_path / "p.json").write_text(json.dumps({"methods": ["gaussian"], "sampling": {"steps": 3}}))
-    protocol = benchmark.make_protocol({"sampling": {"n_samples": 5}}, path=tmp_path / "p.json")
+    protocol = bench.make_protocol({"sampling": {"n_samples": 5}}, path=tmp_path / "p.json")
     assert protocol["methods"] == ["gaussian"] and protocol["sampling"]["steps"] == 3
     assert protocol["sampling"]["n_samples"] == 5 and protocol["sampling"]["sampler"] == "heun"
     # params merge per method: one method's settings keep the others' defaults
-    merged = benchmark.make_protocol({"params": {"gaussian": {"rank": 5}, "local-score": {"chunk_size": 9}}})
+    merged = bench.make_protocol({"params": {"gaussian": {"rank": 5}, "local-score": {"chunk_size": 9}}})
     assert merged["params"]["gaussian"] == {"rank": 5}
     assert merged["params"]["local-score"] == {"patch_size": "snr", "chunk_size": 9}
     assert merged["params"]["patch-composite"] == {"patch_size": "snr"}
     with pytest.raises(FileNotFoundError, match="no such protocol file"):
-        benchmark.make_protocol(path=tmp_path / "missing.json")
+        bench.make_protocol(path=tmp_path / "missing.json")
     with pytest.raises(ValueError, match="no shipped reference"):
-        benchmark.reference_path(benchmark.make_protocol({"dataset": "mnist"}))
+        bench.reference_path(bench.make_protocol({"dataset": "mnist"}))
 
 
 def test_bench_cli_in_process(tmp_path, unet_file, capsys):

@@ -4,6 +4,8 @@ import math
 
 import torch
 
+from analytic_denoisers.testing import tiny_images  # noqa: F401  (the public suite's problems, shared)
+
 
 def randn(*shape, seed=0):
     """Seeded float64 standard normal tensor (tests never use the global generator)."""
@@ -15,13 +17,6 @@ SIGMAS = [1e-2, 0.1, 1.0, 10.0, 1e2]
 
 # a UNetDenoiser small and short enough for unit tests (seconds on a CPU)
 TINY_UNET = dict(base_channels=8, channel_mult=(1, 2), steps=2, batch_size=4, warmup=1)
-
-
-def tiny_images(n=12, shape=(1, 6, 6), seed=0, dtype=torch.float64):
-    """n random images in [-1, 1] with a little shared structure."""
-    g = torch.Generator().manual_seed(seed)
-    base = torch.rand((1,) + shape, generator=g, dtype=dtype) * 2 - 1
-    return (0.5 * base + 0.5 * (torch.rand((n,) + shape, generator=g, dtype=dtype) * 2 - 1)).clamp(-1, 1)
 
 
 def near_data(data, n, sigma, seed):

@@ -56,12 +56,6 @@ def test_limits_in_sigma():
     torch.testing.assert_close(den(x, 1e6), den.mean_.reshape(1, 1, 3, 3).expand_as(x), rtol=0, atol=1e-9)
 
 
-def test_one_image_dataset_returns_that_image():
-    data = tiny_images(1, seed=7)
-    den = ad.GaussianDenoiser().fit(data)
-    torch.testing.assert_close(den(tiny_images(3, seed=8), 0.5), data.expand(3, -1, -1, -1))
-
-
 def test_rank_truncation_keeps_top_directions():
     X, _, _ = gaussian_problem(n=300, seed=9)
     full, low = ad.GaussianDenoiser().fit(X), ad.GaussianDenoiser(rank=3).fit(X)

@@ -34,12 +34,6 @@ def test_all_ones_mask_is_the_empirical_denoiser():
     torch.testing.assert_close(den(x, 0.7), ad.EmpiricalOptimalDenoiser().fit(data)(x, 0.7))
 
 
-def test_one_image_dataset_returns_that_image():
-    data = tiny_images(1, seed=5)
-    out = ad.PCALocalityDenoiser().fit(data)(tiny_images(2, seed=6), 0.5)
-    torch.testing.assert_close(out, data.expand(2, -1, -1, -1))
-
-
 def test_threshold_schedule_is_a_function_of_sigma():
     data, x = tiny_images(12, seed=7), tiny_images(3, seed=8)
     schedule = ad.PCALocalityDenoiser(threshold=lambda s: 0.0 if s > 1 else 0.3).fit(data)

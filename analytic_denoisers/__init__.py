@@ -36,6 +36,7 @@ from .core.version import __version__
 from .denoisers.empirical import EmpiricalOptimalDenoiser
 from .denoisers.gaussian import GaussianDenoiser
 from .denoisers.locality import PCALocalityDenoiser
+from .denoisers.network import NetworkDenoiser
 from .denoisers.patches import LocalScoreDenoiser, PatchCompositeDenoiser
 from .kernels import moments as stats
 from .kernels.empirical import empirical_posterior_mean
@@ -54,6 +55,7 @@ __all__ = [
     "FileFormatError",
     "GaussianDenoiser",
     "LocalScoreDenoiser",
+    "NetworkDenoiser",
     "PCALocalityDenoiser",
     "PatchCompositeDenoiser",
     "UNetDenoiser",

@@ -7,6 +7,7 @@ from .core.artifact import FileFormatError, read
 from .denoisers.empirical import EmpiricalOptimalDenoiser
 from .denoisers.gaussian import GaussianDenoiser
 from .denoisers.locality import PCALocalityDenoiser
+from .denoisers.network import NetworkDenoiser
 from .denoisers.patches import LocalScoreDenoiser, PatchCompositeDenoiser
 from .scales.table import json_object_hook
 from .unet.estimator import UNetDenoiser
@@ -21,7 +22,7 @@ METHODS = {
 }
 
 # every class a saved file may hold, by class name
-CLASSES = {cls.__name__: cls for cls in [*METHODS.values(), UNetDenoiser]}
+CLASSES = {cls.__name__: cls for cls in [*METHODS.values(), UNetDenoiser, NetworkDenoiser]}
 
 # hyper-parameters that the papers' configurations set per dataset: (method, dataset) -> params
 DATASET_DEFAULTS = {
@@ -48,7 +49,7 @@ def _restore_tuples(cls, params):
             else v for k, v in params.items()}
 
 
-def load(path, *, classes=()):
+def load(path, *, classes=(), **params):
     """Load a denoiser saved with ``est.save(path)``.
 
     Parameters
@@ -56,13 +57,15 @@ def load(path, *, classes=()):
     path : str or Path
     classes : sequence of estimator classes to look in besides :data:`CLASSES` (for your own
         denoisers, which the registry does not know)
+    **params : hyper-parameters a file does not hold (the class's ``_not_saved``, e.g.
+        ``network=`` for a :class:`~analytic_denoisers.denoisers.network.NetworkDenoiser`)
 
     Raises
     ------
     FileNotFoundError if the file does not exist; FileFormatError (a ValueError) if it is not a
     complete analytic_denoisers file, holds an unknown class, or was written by a newer schema.
     """
-    name, params, state = read(path, object_hook=json_object_hook)
+    name, saved, state = read(path, object_hook=json_object_hook)
     known = {**CLASSES, **{c.__name__: c for c in classes}}
     cls = known.get(name)
     if cls is None:
@@ -71,8 +74,12 @@ def load(path, *, classes=()):
     if missing:
         raise FileFormatError(f"{path}: truncated or corrupt contents (missing fitted state {missing}); "
                               "re-create it with est.save or `analytic-denoisers fit`")
+    missing = sorted(set(getattr(cls, "_not_saved", ())) - set(params))
+    if missing:
+        raise ValueError(f"{path} holds a {name} without its {', '.join(missing)} (never saved): pass "
+                         + ", ".join(f"{m}=..." for m in missing) + " to load")
     try:
-        estimator = cls(**_restore_tuples(cls, params))
+        estimator = cls(**{**_restore_tuples(cls, saved), **params})
         estimator._check_params()
     except (TypeError, ValueError) as err:
         raise FileFormatError(f"{path}: unusable parameters for {name} ({err})") from None

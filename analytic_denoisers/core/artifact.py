@@ -3,7 +3,7 @@
 Layout of a file (schema 1):
 
 * root attributes: ``format`` ("analytic_denoisers"), ``schema_version``, ``package_version``,
-  ``class``, ``params`` (JSON of ``get_params()``), ``created`` (UTC, ISO 8601), and the data
+  ``class``, ``params`` (JSON of ``get_params()``, less the class's ``_not_saved`` ones), ``created`` (UTC, ISO 8601), and the data
   summary: ``image_shape``, ``n_samples``, ``value_range``, ``fingerprint``;
 * group ``state``: one dataset per fitted tensor / array attribute (names ending in ``_``), and
   the attribute ``scalars`` (JSON of the other fitted attributes).
@@ -47,7 +47,9 @@ def save(estimator, path):
     estimator._check_fitted()
     path = Path(path)
     try:
-        params = dumps(estimator.get_params(deep=False))  # schedules as their dicts
+        kept = {k: v for k, v in estimator.get_params(deep=False).items()
+                if k not in getattr(estimator, "_not_saved", ())}  # e.g. a network's weights stay with the user
+        params = dumps(kept)  # schedules as their dicts
     except ValueError as err:
         raise ValueError(f"cannot save {type(estimator).__name__}: its parameters are {err} (schedules must "
                          "be a number or an analytic_denoisers.scales.Table to be saved)") from None

@@ -6,23 +6,27 @@ import torch
 from .validation import as_sigma
 
 
-def in_batches(fn, x, sigma, batch_size=None):
-    """``fn(x[i:j], sigma[i:j])`` over slices of at most ``batch_size`` images, concatenated.
+def in_batches(fn, x, sigma, batch_size=None, *per_image):
+    """``fn(x[i:j], sigma[i:j], *others[i:j])`` over slices of at most ``batch_size`` images, concatenated.
 
     Parameters
     ----------
-    fn : callable ``(x, sigma) -> Tensor`` of the shape of its ``x``
+    fn : callable ``(x, sigma, *others) -> Tensor`` of the shape of its ``x``
     x : Tensor of shape (N, ...)
     sigma : float, or Tensor of shape (N,) (sliced with ``x``)
     batch_size : int, optional (default: all N at once)
+    per_image : more tensors of shape (N, ...) sliced with ``x`` (e.g. labels), or None
 
     Returns
     -------
     Tensor of the shape of ``x``, on its device.
     """
     step = len(x) if batch_size is None else int(batch_size)
-    per_image = isinstance(sigma, torch.Tensor) and sigma.dim() > 0
-    out = torch.cat([torch.as_tensor(fn(x[i:i + step], sigma[i:i + step] if per_image else sigma))
+
+    def part(t, i):
+        return t[i:i + step] if isinstance(t, torch.Tensor) and t.dim() > 0 else t
+
+    out = torch.cat([torch.as_tensor(fn(x[i:i + step], part(sigma, i), *(part(t, i) for t in per_image)))
                      for i in range(0, len(x), step)])
     if out.shape != x.shape:
         raise ValueError(f"a denoiser returned shape {tuple(out.shape)} for input of shape {tuple(x.shape)}")

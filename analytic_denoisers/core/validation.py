@@ -91,23 +91,38 @@ class Options:
         return "one of " + ", ".join(repr(v) for v in self.values)
 
 
-class Schedule:
-    """A schedule of sigma: any callable ``f(sigma) -> number`` (its values are checked where read)."""
+class Callable:
+    """Any callable but a class, described as ``description``."""
+
+    def __init__(self, description="a callable"):
+        self.description = description
 
     def is_satisfied_by(self, value):
         return callable(value) and not isinstance(value, type)
 
     def __str__(self):
-        return "a schedule (a callable of sigma, such as analytic_denoisers.scales.Table)"
+        return self.description
+
+
+class Schedule(Callable):
+    """A schedule of sigma: any callable ``f(sigma) -> number`` (its values are checked where read)."""
+
+    def __init__(self):
+        super().__init__("a schedule (a callable of sigma, such as analytic_denoisers.scales.Table)")
 
 
 class Sequence:
-    """A non-empty list or tuple whose items all satisfy ``item`` (e.g. ``Interval(int, 1)``)."""
+    """A non-empty list, tuple or 1-D array / tensor whose items all satisfy ``item`` (e.g.
+    ``Interval(int, 1)``)."""
 
     def __init__(self, item):
         self.item = item
 
     def is_satisfied_by(self, value):
+        if isinstance(value, (np.ndarray, torch.Tensor)):
+            if value.ndim != 1:
+                return False
+            value = value.tolist()
         return isinstance(value, (list, tuple)) and len(value) > 0 and all(
             self.item.is_satisfied_by(v) for v in value)
 
@@ -214,15 +229,16 @@ def as_sigma(sigma, x):
 
     Parameters
     ----------
-    sigma : float, 0-d tensor, or tensor of shape (N,)
+    sigma : float, tensor of shape () or (1,) (one level for the batch, as other libraries pass
+        it), or tensor of shape (N,)
         Positive, finite noise standard deviations.
     x : Tensor of shape (N, C, H, W) or (N, ...)
         Gives N, the dtype and the device.
     """
     n = x.shape[0]
     sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device)
-    if sigma.dim() == 0:
-        sigma = sigma.expand(n)
+    if sigma.dim() == 0 or tuple(sigma.shape) == (1,):
+        sigma = sigma.reshape(()).expand(n)
     elif tuple(sigma.shape) != (n,):
         raise ValueError(
             f"sigma must be a float or a tensor of shape ({n},) (one level per image), "

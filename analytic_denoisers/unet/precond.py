@@ -2,17 +2,7 @@
 
 from torch import nn
 
-from ..core.contract import append_dims
-
-
-def edm_coefficients(sigma, sigma_data):
-    """EDM preconditioning (Karras et al., arXiv 2206.00364, Table 1) for sigma of shape (N,).
-
-    ``c_skip = s_d^2 / (sigma^2 + s_d^2)``, ``c_out = sigma s_d / sqrt(sigma^2 + s_d^2)``,
-    ``c_in = 1 / sqrt(sigma^2 + s_d^2)``, ``c_noise = log(sigma) / 4``, each of shape (N,).
-    """
-    total = sigma.square() + sigma_data**2
-    return sigma_data**2 / total, sigma * sigma_data / total.sqrt(), total.rsqrt(), sigma.log() / 4
+from ..sampling.parameterizations import denoised_from, edm_coefficients, network_input
 
 
 class EDMPrecond(nn.Module):
@@ -23,6 +13,6 @@ class EDMPrecond(nn.Module):
         self.net, self.sigma_data = net, sigma_data
 
     def forward(self, x, sigma):
-        c_skip, c_out, c_in, c_noise = edm_coefficients(sigma, self.sigma_data)
-        out = self.net(append_dims(c_in, 4) * x, c_noise)
-        return append_dims(c_skip, 4) * x + append_dims(c_out, 4) * out.to(x.dtype)
+        c_noise = edm_coefficients(sigma, self.sigma_data)[3]
+        out = self.net(network_input(x, sigma, "edm", self.sigma_data), c_noise)
+        return denoised_from(out.to(x.dtype), x, sigma, "edm", self.sigma_data)

@@ -77,6 +77,10 @@ def test_set_params_refuses_and_keeps_the_old_value():
 def test_sigma_checks():
     x = tiny_images(3)
     assert as_sigma(0.5, x).shape == (3,) and as_level(torch.tensor(2.0)) == 2.0
+    for one in (torch.tensor(0.5), torch.tensor([0.5])):  # shape () or (1,): one level for the batch
+        assert as_sigma(one, x).tolist() == [0.5] * 3
+    with pytest.raises(ValueError, match=r"shape \(3,\)"):
+        as_sigma(torch.ones(2), x)
     for bad in (0, -1, math.nan, "a"):
         with pytest.raises(ValueError, match="sigma must be"):
             as_level(bad)

@@ -10,7 +10,7 @@ import analytic_denoisers as ad
 from analytic_denoisers.unet import training
 from analytic_denoisers.unet.estimator import UNetDenoiser
 from analytic_denoisers.unet.network import UNet
-from analytic_denoisers.unet.precond import edm_coefficients
+from analytic_denoisers.sampling.parameterizations import edm_coefficients
 from analytic_denoisers.core.artifact import info
 from analytic_denoisers.unet.training import log_path
 from references import TINY_UNET, tiny_images

@@ -21,3 +21,14 @@ def import_torchvision():
         import_torchvision._library = lib
         import torchvision
     return torchvision
+
+
+def import_diffusers():
+    """Import diffusers (an optional extra) after the torchvision fix above, which it needs on a
+    CPU build of torch; a clear error where it is not installed."""
+    import_torchvision()
+    try:
+        import diffusers
+    except ImportError:
+        raise ImportError("diffusers is not installed: pip install 'analytic-denoisers[diffusers]'") from None
+    return diffusers

@@ -6,18 +6,23 @@ converted exactly to ``D(x, sigma)``; the formulas are in
 :mod:`analytic_denoisers.sampling.parameterizations`.
 """
 
+import json
+from pathlib import Path
+
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator
 from torch import nn
 
 from ..core.batching import in_batches
+from ..core.compat import import_diffusers
 from ..core.contract import DenoiserMixin
 from ..core.validation import Callable, Interval, Options, Sequence, as_training_images
 from ..sampling.parameterizations import (PARAMETERIZATIONS, denoised_from, edm_coefficients, network_input,
                                           timestep_from_sigma)
 
 TIME_INPUTS = ("timestep", "sigma", "c_noise")
+DIFFUSERS_PREDICTIONS = {"epsilon": "eps", "sample": "x0", "v_prediction": "v"}  # diffusers' prediction_type
 
 
 class NetworkDenoiser(DenoiserMixin, BaseEstimator):
@@ -81,6 +86,52 @@ class NetworkDenoiser(DenoiserMixin, BaseEstimator):
         self.sigma_data = sigma_data
         self.batch_size = batch_size
 
+    @classmethod
+    def from_diffusers(cls, path, scheduler=None, **params):
+        """The adapter around a diffusers UNet saved on disk (nothing is downloaded).
+
+        Parameters
+        ----------
+        path : str or Path
+            A pipeline folder as ``DDPMPipeline.save_pretrained`` writes it (``model_index.json``,
+            ``unet/``, ``scheduler/``), or a bare UNet folder (``config.json`` and its weights,
+            e.g. ``UNet2DModel.save_pretrained``).
+        scheduler : str or Path, optional
+            The scheduler folder (``scheduler_config.json``); default ``path/scheduler``, needed
+            with a bare UNet folder.
+        **params : more hyper-parameters, e.g. ``batch_size``
+
+        Returns
+        -------
+        An unfitted NetworkDenoiser: ``parameterization`` from the scheduler's ``prediction_type``
+        (epsilon, sample, v_prediction), ``time_input="timestep"`` and ``alpha_bars`` the
+        scheduler's own ``alphas_cumprod`` (its betas and number of timesteps). The UNet is put in
+        eval mode without gradients for its weights. Needs ``pip install
+        "analytic-denoisers[diffusers]"``.
+        """
+        diffusers = import_diffusers()
+        path = Path(path)
+        unet_dir = path / "unet" if (path / "model_index.json").is_file() else path
+        scheduler_dir = path / "scheduler" if scheduler is None else Path(scheduler)
+        kinds = []
+        for folder, name in ((unet_dir, "config.json"), (scheduler_dir, "scheduler_config.json")):
+            if not (folder / name).is_file():
+                raise FileNotFoundError(f"{folder / name} not found: expected a diffusers pipeline folder "
+                                        "(model_index.json, unet/, scheduler/), or a UNet folder with scheduler=FOLDER")
+            config = json.loads((folder / name).read_text())
+            kind = getattr(diffusers, str(config.get("_class_name")), None)
+            if not isinstance(kind, type):
+                raise ValueError(f"{folder / name}: unknown diffusers class {config.get('_class_name')!r}")
+            kinds.append(kind)
+        unet_kind, scheduler_kind = kinds
+        network = unet_kind.from_pretrained(unet_dir, local_files_only=True, low_cpu_mem_usage=False)
+        schedule = scheduler_kind.from_pretrained(scheduler_dir, local_files_only=True)
+        prediction = schedule.config.prediction_type
+        if prediction not in DIFFUSERS_PREDICTIONS:
+            raise ValueError(f"{scheduler_dir}: prediction_type {prediction!r} is not one of {sorted(DIFFUSERS_PREDICTIONS)}")
+        return cls(network.eval().requires_grad_(False), parameterization=DIFFUSERS_PREDICTIONS[prediction],
+                   time_input="timestep", alpha_bars=schedule.alphas_cumprod.double(), **params)
+
     def _check_params(self, params=None):
         params = self.get_params(deep=False) if params is None else params
         super()._check_params(params)
@@ -110,6 +161,7 @@ class NetworkDenoiser(DenoiserMixin, BaseEstimator):
         return sigma if self.time_input == "sigma" else edm_coefficients(sigma, self.sigma_data)[3]
 
     def _call(self, x, sigma, y=None):
+        sigma = sigma.contiguous()  # a float sigma arrives expanded (stride 0): some kernels round that differently
         net = self.network
         weight = next(net.parameters(), None) if isinstance(net, nn.Module) else None
         if weight is not None and weight.device != x.device:

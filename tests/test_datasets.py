@@ -1,17 +1,21 @@
 """Tests for analytic_denoisers.datasets on small synthetic files (and the shipped default)."""
 import gzip
 import hashlib
+import importlib.resources
 import pickle
 import shutil
 import struct
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+import analytic_denoisers
 from analytic_denoisers import datasets
+from analytic_denoisers.bench import protocol
 
 IDX = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
        "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
@@ -275,6 +279,39 @@ def test_sha256sums_matches_files():
     for line in (datasets.DEFAULT_DIR / "SHA256SUMS").read_text().splitlines():
         digest, name = line.split()
         assert hashlib.sha256((datasets.DEFAULT_DIR / name).read_bytes()).hexdigest() == digest
+
+
+def test_shipped_files_are_package_data():
+    """The default data, the reference UNet and the licence are found through importlib.resources
+    in this install (in a checkout: editable, reading data/ through the package's symlinks)."""
+    shipped = importlib.resources.files("analytic_denoisers") / "_data"
+    names = ["SHA256SUMS", *(n + ".gz" for pair in IDX.values() for n in pair)]
+    for name in names:
+        assert (shipped / "fashion-mnist-default" / name).is_file(), name
+    assert (shipped / "unet-default.h5").is_file() and (shipped / "LICENSE-fashion-mnist").is_file()
+    assert "MIT" in (shipped / "LICENSE-fashion-mnist").read_text()
+    assert datasets.DEFAULT_DIR == datasets.shipped("fashion-mnist-default")
+    assert (datasets.DEFAULT_DIR / "SHA256SUMS").read_bytes() == \
+        (shipped / "fashion-mnist-default" / "SHA256SUMS").read_bytes()
+    assert protocol.DEFAULT_REFERENCE == datasets.shipped("unet-default.h5")
+    assert protocol.DEFAULT_REFERENCE.read_bytes() == (shipped / "unet-default.h5").read_bytes()
+    package = Path(analytic_denoisers.__file__).resolve().parent
+    if (package.parent / "data" / "README.md").is_file():  # a checkout: one copy, in data/
+        for name in ("fashion-mnist-default", "unet-default.h5", "LICENSE-fashion-mnist"):
+            assert (package / "_data" / name).is_symlink(), f"_data/{name} must link into data/"
+            assert datasets.shipped(name) == package.parent / "data" / name
+
+
+def test_default_env_vars_come_first(tmp_path, monkeypatch):
+    monkeypatch.setenv(datasets.DEFAULT_ENV, str(tmp_path / "elsewhere"))
+    with pytest.raises(datasets.DatasetNotFoundError,
+                       match=r"(?s)elsewhere/SHA256SUMS.*build_default\.py"):
+        datasets.load("default", "test")
+    monkeypatch.setenv(protocol.DEFAULT_REFERENCE_ENV, str(tmp_path / "unet.h5"))
+    with pytest.raises(FileNotFoundError, match=r"unet\.h5.*data/README\.md"):
+        protocol.reference_path(protocol.make_protocol())
+    monkeypatch.delenv(protocol.DEFAULT_REFERENCE_ENV)
+    assert protocol.reference_path(protocol.make_protocol()) == protocol.DEFAULT_REFERENCE
 
 
 @pytest.mark.data

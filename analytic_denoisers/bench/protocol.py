@@ -11,7 +11,7 @@ from ..sampling.samplers import get_sampler
 
 POSITIVE_INT, POSITIVE = Interval(int, 1), Interval(float, 0, closed="neither")
 DEFAULT_REFERENCE_ENV = "ANALYTIC_DENOISERS_DEFAULT_UNET"
-DEFAULT_REFERENCE = datasets.DEFAULT_DIR.parent / "unet-default.h5"
+DEFAULT_REFERENCE = datasets.shipped("unet-default.h5")  # package data (data/ in the repository)
 
 # Every key a protocol file may set, with its default. Nested sections are merged key by key.
 DEFAULT_PROTOCOL = {
@@ -103,10 +103,10 @@ def reference_path(protocol):
     if protocol["dataset"] != "default":
         raise ValueError(f"dataset {protocol['dataset']!r} has no shipped reference network: train one "
                          "with `analytic-denoisers train-unet --dataset ...` and pass it as reference")
-    path = Path(os.environ.get(DEFAULT_REFERENCE_ENV) or DEFAULT_REFERENCE)
+    path = Path(os.environ.get(DEFAULT_REFERENCE_ENV) or DEFAULT_REFERENCE).expanduser()
     if not path.is_file():
         raise FileNotFoundError(
-            f"{path}: the shipped reference UNet is missing; it is in data/ of the repository "
-            f"(set ${DEFAULT_REFERENCE_ENV} to its path for a non-editable install), or retrain "
-            "it with the command in data/README.md")
+            f"{path}: the shipped reference UNet is missing; it ships with the package (data/ of "
+            f"the repository): reinstall the package, set ${DEFAULT_REFERENCE_ENV} to a copy of it, "
+            "or retrain it with the command in data/README.md")
     return path

@@ -18,7 +18,8 @@ DEFAULT_PROTOCOL = {
     "dataset": "default",        # a name of analytic_denoisers.datasets
     "root": None,                # where its files are (see datasets.load)
     "train_limit": None,         # fit on the first N training images only
-    "reference": None,           # a saved denoiser (.h5); None: the shipped UNet for "default"
+    "reference": None,           # a .h5, a diffusers folder or MODULE:FACTORY; None: the shipped UNet for "default"
+    "reference_params": {},      # NetworkDenoiser parameters for a network reference (bench.reference)
     "methods": list(registry.METHODS),
     # per-method hyper-parameters; a patch_size of "snr" is the data's SNR/resolution schedule
     "params": {"local-score": {"patch_size": "snr"}, "patch-composite": {"patch_size": "snr"}},
@@ -59,6 +60,9 @@ def make_protocol(overrides=None, path=None):
             if isinstance(protocol[key], dict):
                 if not isinstance(value, dict):
                     raise ValueError(f"protocol section {key!r} must be an object, got {value!r}")
+                if key == "reference_params":  # any NetworkDenoiser parameter
+                    protocol[key].update(copy.deepcopy(value))
+                    continue
                 if key == "params":  # merged per method, then per hyper-parameter
                     for method, params in value.items():
                         if not isinstance(params, dict):

@@ -96,9 +96,11 @@ def markdown(results, command=None):
         "",
         f"Data: `{p['dataset']}`, {results['n_train']} training images (every method is fitted on them), "
         f"held-out test images for denoising. Reference: {ref['class']} `{ref['path']}`"
+        + (f" (a {ref['parameterization']}-prediction network)" if ref.get("parameterization") else "")
         + (f", {ref['n_steps']} training steps" if ref["n_steps"] else "")
-        + (", trained on exactly these training images." if ref["trained_on_same_images"]
-           else ", **trained on different images than the methods were fitted on**."),
+        + {True: ", trained on exactly these training images.",
+           False: ", **trained on different images than the methods were fitted on**.",
+           None: "; the images it was trained on are not known."}[ref["trained_on_same_images"]],
         "",
         "## Quality gate", "",
         f"The reference's own denoising MSE must be below the Gaussian denoiser's at every sigma "

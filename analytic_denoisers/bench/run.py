@@ -7,7 +7,7 @@ from tqdm.auto import tqdm
 
 from .. import datasets, metrics, registry
 from ..core.batching import in_batches
-from ..core.files import shown_path, to_jsonable
+from ..core.files import to_jsonable
 from ..core.fingerprint import data_fingerprint
 from ..core.noise import seeded_noise
 from ..sampling import schedules
@@ -15,6 +15,7 @@ from ..sampling.samplers import CountingDenoiser, sample
 from ..scales.rules import snr_resolution_schedule
 from .measure import PeakMemory, environment, timed
 from .protocol import make_protocol, reference_path
+from .reference import open_reference
 
 
 def _denoise_batches(den, x, sigma, batch_size, device):
@@ -43,6 +44,33 @@ def _sample(den, noise, sigmas, sampler, device, bar):
     return x, torch.stack(denoised), seconds, counting.calls
 
 
+def reference_for(protocol, X, reference=None):
+    """The protocol's reference (or ``reference``, any denoiser or spec of
+    :func:`~.reference.open_reference`), checked against the training images ``X``.
+
+    Returns ``(denoiser, name, trained_on_same_images)``; the last is None for a network adapter
+    that was not fitted yet: it is fitted here on ``X`` to learn the image shape, and what the
+    network was trained on is not known.
+    """
+    spec = reference_path(protocol) if reference is None else reference
+    ref, name = open_reference(spec, protocol["reference_params"])
+    if not hasattr(ref, "image_shape_") and hasattr(ref, "fit"):
+        return ref.fit(X), name, None
+    if tuple(X.shape[1:]) != tuple(getattr(ref, "image_shape_", X.shape[1:])):
+        raise ValueError(f"the reference {name} was fitted on images of shape {ref.image_shape_}, "
+                         f"but {protocol['dataset']} has {tuple(X.shape[1:])}")
+    return ref, name, getattr(ref, "fingerprint_", None) == data_fingerprint(X)
+
+
+def describe_reference(ref, name, same_data):
+    """The reference as the results record it: where from, class, parameters, training."""
+    unsaved = getattr(ref, "_not_saved", ())
+    params = {k: v for k, v in ref.get_params().items() if k not in unsaved} if hasattr(ref, "get_params") else {}
+    adapter = {"parameterization": ref.parameterization} if hasattr(ref, "parameterization") else {}
+    return {"path": name, "class": type(ref).__name__, "params": to_jsonable(params), **adapter,
+            "n_steps": getattr(ref, "n_steps_", None), "trained_on_same_images": same_data}
+
+
 def _resolve_params(params, X, sigma_grid):
     """Per-method params with ``"snr"`` patch sizes replaced by the data's SNR schedule."""
     resolved = {}
@@ -53,7 +81,7 @@ def _resolve_params(params, X, sigma_grid):
     return resolved
 
 
-def run(protocol=None, *, progress=True, log=print):
+def run(protocol=None, *, reference=None, progress=True, log=print):
     """Run the benchmark protocol; returns the results as a JSON-ready dict.
 
     Parameters
@@ -72,19 +100,15 @@ def run(protocol=None, *, progress=True, log=print):
     """
     p = make_protocol() if protocol is None else protocol
     device = torch.device(p["device"] or "cpu")  # library code never picks a GPU by itself
-    ref_path = reference_path(p)
-    ref = registry.load(ref_path)
     X = datasets.load(p["dataset"], "train", p["root"], progress=progress)
     if p["train_limit"]:
         X = X[:p["train_limit"]]
     X_test = datasets.load(p["dataset"], "test", p["root"], progress=progress)
-    if tuple(X.shape[1:]) != tuple(ref.image_shape_):
-        raise ValueError(f"the reference {ref_path} was fitted on images of shape {ref.image_shape_}, "
-                         f"but {p['dataset']} has {tuple(X.shape[1:])}")
-    same_data = getattr(ref, "fingerprint_", None) == data_fingerprint(X)
-    log(f"reference {type(ref).__name__} from {shown_path(ref_path)}: "
-        + ("trained on exactly these training images" if same_data else
-           "WARNING: trained on different images than the methods are fitted on"))
+    ref, ref_name, same_data = reference_for(p, X, reference)
+    log(f"reference {type(ref).__name__} from {ref_name}: " + {
+        True: "trained on exactly these training images",
+        False: "WARNING: trained on different images than the methods are fitted on",
+        None: "its training images are not known (a network adapter fitted here on the protocol's images)"}[same_data])
     X, X_test = X.to(device), X_test.to(device)
     shape = tuple(X.shape[1:])
 
@@ -104,8 +128,7 @@ def run(protocol=None, *, progress=True, log=print):
     return {
         "protocol": p,
         "environment": environment(device),
-        "reference": {"path": shown_path(ref_path), "class": type(ref).__name__, "params": to_jsonable(ref.get_params()),
-                      "n_steps": getattr(ref, "n_steps_", None), "trained_on_same_images": same_data},
+        "reference": describe_reference(ref, ref_name, same_data),
         "n_train": len(X),
         "gate": gate,
         "denoising": denoising,

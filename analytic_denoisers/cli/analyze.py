@@ -15,7 +15,8 @@ from ..analysis.chromatography import chromatography, plot_chromatogram
 from ..analysis.locality_maps import locality_maps, pixel_indices, plot_locality_maps
 from ..analysis.teleport import plot_teleportation, teleportation
 from ..analysis.trajectory import plot_trajectory_geometry, trajectory_geometry
-from ..core.files import shown_path, write_json
+from ..bench.run import reference_for
+from ..core.files import write_json
 from ..core.noise import seeded_noise
 from ..viz import save_labelled_rows
 from . import options
@@ -186,7 +187,7 @@ def add_parser(sub):
     for name, spec in ANALYSES.items():
         q = analyses.add_parser(name, help=spec.help, description=spec.description)
         options.add_data(q, split=False, limit_help="fit the Gaussian on the first LIMIT training images")
-        q.add_argument("--reference", help="saved denoiser .h5 (default for the default dataset: data/unet-default.h5)")
+        options.add_reference(q)
         if spec.n:
             options.add_sampling(q, n=spec.n, steps=spec.steps)
         spec.add_arguments(q)
@@ -197,16 +198,17 @@ def add_parser(sub):
 
 def run(args):
     spec = ANALYSES[args.analysis]
-    protocol = bench.make_protocol({"dataset": args.dataset, "root": args.root, "reference": args.reference})
-    ref_path = bench.reference_path(protocol)
-    ref = registry.load(ref_path)
+    protocol = bench.make_protocol({"dataset": args.dataset, "root": args.root, "reference": args.reference,
+                                    "reference_params": dict(args.reference_param)})
+    X = options.load_data(args, split="train")
+    ref, ref_name, _ = reference_for(protocol, X)
     device = options.device(args.device)
-    gaussian = registry.make("gaussian").fit(options.load_data(args, split="train").to(device))
+    gaussian = registry.make("gaussian").fit(X.to(device))
     result = spec.compute(args, ref, gaussian, device)
     out = Path(args.out)
     numbers = {k: v for k, v in result.items() if not k.startswith("_")}
     paths = [write_json(out / f"{args.analysis}.json",
-                        {"command": options.command_line(args), "reference": shown_path(ref_path), **numbers})]
+                        {"command": options.command_line(args), "reference": ref_name, **numbers})]
     paths += spec.figures(args, result, out)
     for line in spec.report(args, result):
         print(line)

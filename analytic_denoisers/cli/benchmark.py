@@ -19,8 +19,7 @@ def add_parser(sub):
                     "the defaults of analytic_denoisers.bench.DEFAULT_PROTOCOL.")
     p.add_argument("--protocol", help="protocol JSON file (keys of DEFAULT_PROTOCOL)")
     options.add_data(p, split=False, default=None, limit_help="fit on the first LIMIT training images only")
-    p.add_argument("--reference", help="saved reference denoiser .h5 (default for the default "
-                                       "dataset: data/unet-default.h5)")
+    options.add_reference(p)
     p.add_argument("--methods", help=f"comma-separated, from {','.join(sorted(registry.METHODS))} (default: all)")
     options.add_params(p, 'pca-locality.threshold=0.02; patch_size="snr" is the SNR schedule', per_method=True)
     group = p.add_argument_group("denoiser agreement")
@@ -37,6 +36,8 @@ def overrides(args):
     """The protocol keys that the options set (those left out keep the protocol's values)."""
     found = {key: getattr(args, key) for key in ("dataset", "root", "reference", "device")
              if getattr(args, key) is not None}
+    if args.reference_param:
+        found["reference_params"] = dict(args.reference_param)
     if args.limit:
         found["train_limit"] = args.limit
     if args.methods:

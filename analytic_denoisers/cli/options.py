@@ -111,6 +111,18 @@ def schedule(args):
     return schedules.karras(args.steps, args.sigma_min, args.sigma_max, args.rho)
 
 
+def add_reference(parser):
+    """--reference (a .h5 of this package, a diffusers folder, or MODULE:FACTORY) and --reference-param."""
+    group = parser.add_argument_group("reference")
+    group.add_argument("--reference", help="the denoiser to compare with: a .h5 saved by this package, a diffusers "
+                                           "pipeline or UNet folder, or MODULE:FACTORY (a Python callable returning a "
+                                           "denoiser or (network, adapter parameters)); default for the default "
+                                           "dataset: the shipped UNet")
+    group.add_argument("--reference-param", type=key_value, action="append", default=[], metavar="KEY=VALUE",
+                       help="a NetworkDenoiser parameter for a network reference, e.g. parameterization=v or "
+                            "batch_size=64 (repeatable)")
+
+
 def add_device(parser):
     parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
 

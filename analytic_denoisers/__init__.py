@@ -46,7 +46,7 @@ from .kernels.patches import (equivariant_local_score_posterior_mean, local_scor
 from .kernels.wiener import gaussian_posterior_mean, gaussian_trajectory
 from .registry import load
 from .sampling import schedules
-from .sampling.samplers import sample, sample_ddim, sample_euler, sample_heun
+from .sampling.samplers import sample, sample_ddim, sample_ddim_vp, sample_euler, sample_heun
 from .unet.estimator import UNetDenoiser
 
 __all__ = [
@@ -76,6 +76,7 @@ __all__ = [
     "registry",
     "sample",
     "sample_ddim",
+    "sample_ddim_vp",
     "sample_euler",
     "sample_heun",
     "scales",

@@ -12,6 +12,7 @@ sigma^2)) U^T`` (the Jacobian of the Gaussian denoiser); their PCA-locality mask
 import torch
 
 from .. import metrics
+from ..core.contract import as_denoise_fn
 from ..core.validation import Interval, Sequence, as_images, check_scalar
 from ..kernels.locality import locality_masks
 from ..kernels.wiener import wiener_matrix
@@ -26,7 +27,8 @@ def jacobian_rows(denoiser, x, sigma, pixels):
 
     Parameters
     ----------
-    denoiser : object with ``denoise(x, sigma)`` that lets autograd reach ``x``
+    denoiser : object with ``denoise(x, sigma)``, or a callable ``f(x, sigma)``, that lets
+        autograd reach ``x``
     x : Tensor of shape (N, C, H, W), the noisy inputs
     sigma : float
     pixels : sequence of int, flat indices into ``C * H * W``
@@ -40,9 +42,9 @@ def jacobian_rows(denoiser, x, sigma, pixels):
     if any(not 0 <= int(m) < d for m in pixels):
         raise ValueError(f"pixels must be flat indices in [0, {d}), got {list(pixels)}")
     with torch.enable_grad():
-        out = denoiser.denoise(x, sigma).reshape(len(x), -1)
+        out = as_denoise_fn(denoiser)(x, sigma).reshape(len(x), -1)
         if not out.requires_grad:
-            raise ValueError(f"{type(denoiser).__name__}.denoise does not let autograd reach its input")
+            raise ValueError(f"{type(denoiser).__name__} does not let autograd reach its input")
         rows = [torch.autograd.grad(out[:, int(m)].sum(), x, retain_graph=True)[0].reshape(len(x), -1)
                 for m in pixels]
     return torch.stack(rows, 1)

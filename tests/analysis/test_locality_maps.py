@@ -52,3 +52,12 @@ def test_locality_maps_reject_bad_input(gaussian):
 
     with pytest.raises(ValueError, match="does not let autograd reach"):
         locality_maps.jacobian_rows(Detached(), x, 1.0, [0])
+
+
+def test_jacobian_rows_of_a_plain_callable():
+    """Any callable f(x, sigma) works: here D(x) = x / (1 + sigma^2), whose Jacobian is 1 / (1 + sigma^2) I."""
+    x = tiny_images(2, seed=70)
+    rows = locality_maps.jacobian_rows(lambda x, sigma: x / (1 + sigma**2), x, 1.0, [0, 5])
+    expect = torch.zeros(2, 2, x[0].numel(), dtype=torch.float64)
+    expect[:, 0, 0] = expect[:, 1, 5] = 0.5
+    torch.testing.assert_close(rows, expect)

@@ -115,12 +115,17 @@ def run(protocol=None, *, reference=None, progress=True, log=print):
     den_p, smp_p, gate_p = p["denoising"], p["sampling"], p["gate"]
     sampling_sigmas = schedules.karras(smp_p["steps"], smp_p["sigma_min"], smp_p["sigma_max"], smp_p["rho"])
     levels = sorted({float(s) for s in [*den_p["sigmas"], *sampling_sigmas[:-1].tolist(), *gate_p["sigmas"]]})
+    trained = ref.sigma_range() if hasattr(ref, "sigma_range") else None
+    outside = [] if trained is None else [s for s in levels if not trained[0] <= s <= trained[1]]
+    if outside:
+        log(f"WARNING: the reference's timesteps cover sigma {trained[0]:.4g} ... {trained[1]:.4g}; the protocol's "
+            f"sigmas {', '.join(f'{s:.4g}' for s in outside)} lie outside and get its nearest end timestep")
 
     fitted, fits = _fit_methods(p, X, levels, device, progress, log)
     # the gate's Gaussian has default hyper-parameters (a protocol's rank=5 must not weaken it)
     gaussian = fitted["gaussian"] if "gaussian" in fitted and not p["params"].get("gaussian") else \
         registry.make("gaussian").fit(X)
-    gate = _quality_gate(ref, gaussian, X_test, gate_p, shape, den_p["batch_size"], device)
+    gate = _quality_gate(ref, gaussian, X_test, gate_p, shape, den_p["batch_size"], device, progress)
     log(gate_text(gate))
     denoising = _denoiser_agreement(ref, fitted, fits, X_test[:den_p["n_images"]], den_p, device, progress)
     sampling, finals = _sampler_agreement(ref, fitted, smp_p, sampling_sigmas, shape, device, progress)
@@ -128,7 +133,8 @@ def run(protocol=None, *, reference=None, progress=True, log=print):
     return {
         "protocol": p,
         "environment": environment(device),
-        "reference": describe_reference(ref, ref_name, same_data),
+        "reference": {**describe_reference(ref, ref_name, same_data),
+                      **({} if trained is None else {"sigma_range": list(trained), "sigmas_outside": outside})},
         "n_train": len(X),
         "gate": gate,
         "denoising": denoising,
@@ -201,12 +207,12 @@ def _sampler_agreement(ref, fitted, smp_p, sigmas, shape, device, progress):
     return sampling, finals
 
 
-def _quality_gate(ref, gaussian, X_test, gate_p, shape, batch_size, device):
+def _quality_gate(ref, gaussian, X_test, gate_p, shape, batch_size, device, progress=False):
     """The reference's and the Gaussian denoiser's own denoising MSE on held-out images."""
     x0 = X_test[:gate_p["n_images"]]
     eps = seeded_noise(range(gate_p["seed"], gate_p["seed"] + len(x0)), shape, device=device)
     rows = []
-    for sigma in gate_p["sigmas"]:
+    for sigma in tqdm(gate_p["sigmas"], desc="quality gate", disable=not progress):
         x = x0 + sigma * eps
         ref_mse = float(metrics.mse(_denoise_batches(ref, x, sigma, batch_size, device)[0], x0).mean())
         gauss_mse = float(metrics.mse(_denoise_batches(gaussian, x, sigma, batch_size, device)[0], x0).mean())

@@ -10,6 +10,8 @@ CLI chooses a device (``--device``, default: CUDA if present).
 import argparse
 import sys
 
+import torch
+
 from . import analyze, benchmark, fit, info, sample, train_unet
 
 COMMANDS = (fit, sample, train_unet, benchmark, analyze, info)
@@ -32,8 +34,13 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     args.argv = argv
+    threads = torch.get_num_threads()
+    if getattr(args, "threads", None):
+        torch.set_num_threads(args.threads)
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    finally:
+        torch.set_num_threads(threads)  # main may run in-process (tests): leave the process as it was

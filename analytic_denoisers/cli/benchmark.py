@@ -27,6 +27,9 @@ def add_parser(sub):
     group.add_argument("--sigmas", type=options.number_list(float), help="comma-separated sigma grid")
     group.add_argument("--denoise-seed", type=int, help="test image i uses noise seed DENOISE_SEED + i")
     options.add_sampling(p, n=None, steps=None, schedule=False)
+    gate = p.add_argument_group("quality gate")
+    gate.add_argument("--gate-images", type=options.positive_int, help="held-out test images (default 500)")
+    gate.add_argument("--gate-sigmas", type=options.number_list(float), help="comma-separated sigmas (default 0.05,...,5)")
     options.add_device(p)
     options.add_output(p, "output folder", default="out/bench")
     p.set_defaults(func=run)
@@ -43,7 +46,8 @@ def overrides(args):
     if args.methods:
         found["methods"] = [m.strip() for m in args.methods.split(",") if m.strip()]
     sections = {"denoising": dict(n_images=args.n_images, sigmas=args.sigmas, seed=args.denoise_seed),
-                "sampling": dict(n_samples=args.n, steps=args.steps, sampler=args.sampler, seed=args.seed)}
+                "sampling": dict(n_samples=args.n, steps=args.steps, sampler=args.sampler, seed=args.seed),
+                "gate": dict(n_images=args.gate_images, sigmas=args.gate_sigmas)}
     for section, values in sections.items():
         values = {k: v for k, v in values.items() if v is not None}
         if values:

@@ -124,7 +124,10 @@ def add_reference(parser):
 
 
 def add_device(parser):
+    """--device and --threads."""
     parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument("--threads", type=positive_int,
+                        help="torch CPU threads (default: torch's; on a loaded machine 1 can be far faster)")
 
 
 def add_params(parser, example, *, per_method=False):

@@ -20,6 +20,7 @@ from ..core.contract import DenoiserMixin
 from ..core.validation import Callable, Interval, Options, Sequence, as_training_images
 from ..sampling.parameterizations import (PARAMETERIZATIONS, denoised_from, edm_coefficients, network_input,
                                           timestep_from_sigma)
+from ..sampling.schedules import sigma_from_alpha_bar
 
 TIME_INPUTS = ("timestep", "sigma", "c_noise")
 DIFFUSERS_PREDICTIONS = {"epsilon": "eps", "sample": "x0", "v_prediction": "v"}  # diffusers' prediction_type
@@ -141,6 +142,14 @@ class NetworkDenoiser(DenoiserMixin, BaseEstimator):
                 raise ValueError("NetworkDenoiser: time_input='timestep' needs the network's alpha_bars")
             if len(alpha_bars) < 2 or not bool((torch.as_tensor(alpha_bars).diff() < 0).all()):
                 raise ValueError("NetworkDenoiser: alpha_bars must be at least 2 strictly decreasing values")
+
+    def sigma_range(self):
+        """``(smallest, largest)`` sigma of the network's timestep table, or None without one: the
+        noise levels it was trained on (outside, the adapter uses the nearest end timestep)."""
+        if self.time_input != "timestep" or self.alpha_bars is None:
+            return None
+        table = sigma_from_alpha_bar(torch.as_tensor(self.alpha_bars, dtype=torch.float64))
+        return float(table.min()), float(table.max())
 
     def fit(self, X, y=None):
         """Record the image shape and summary of ``X`` (N, C, H, W), normally the network's

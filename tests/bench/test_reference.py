@@ -1,5 +1,6 @@
 """Every kind of reference the benchmark and the analyses take, and clear errors for the rest."""
 
+import json
 import sys
 
 import pytest
@@ -10,6 +11,8 @@ from analytic_denoisers import bench
 from analytic_denoisers.bench.reference import open_reference
 from analytic_denoisers.cli import main
 from references import tiny_images
+
+THREADS = torch.get_num_threads()
 
 SHRINK_SOURCE = '''
 import torch
@@ -93,3 +96,24 @@ def _tiny_gate(folder):
     path = folder / "gate.json"
     path.write_text('{"gate": {"n_images": 4, "sigmas": [0.5]}}')
     return path
+
+
+def test_sigmas_outside_a_networks_timesteps_are_flagged_and_the_gate_is_set_from_the_cli(tmp_path, factory_module):
+    lines = []
+    protocol = bench.make_protocol({"methods": ["gaussian"], "train_limit": 100,
+                                    "reference_params": {"time_input": "timestep",
+                                                         "alpha_bars": ad.schedules.ddpm_linear_alpha_bars().tolist()},
+                                    "denoising": {"n_images": 2, "sigmas": [0.002, 0.5]},
+                                    "sampling": {"n_samples": 2, "steps": 2}, "gate": {"n_images": 4, "sigmas": [0.5]}})
+    results = bench.run(protocol, reference=f"{factory_module}:eps_network", progress=False, log=lines.append)
+    low, high = results["reference"]["sigma_range"]
+    assert 0.0100 < low < 0.0101 and 157 < high < 158  # DDPM's linear betas: sigma 0.01 ... 157
+    outside = results["reference"]["sigmas_outside"]  # the grid's 0.002 and the Karras schedule's; 80 is inside
+    assert outside and all(abs(s - 0.002) < 1e-12 for s in outside)
+    assert any("0.002 lie outside" in line for line in lines)
+    out = tmp_path / "bench"
+    assert main(["bench", "--methods", "gaussian", "--limit", "100", "--n-images", "2", "--sigmas", "0.5", "-n", "2",
+                 "--steps", "2", "--gate-images", "3", "--gate-sigmas", "0.5,1", "--threads", "1", "-o", str(out)]) == 0
+    gate = json.loads((out / "results.json").read_text())["gate"]
+    assert gate["n_images"] == 3 and [r["sigma"] for r in gate["by_sigma"]] == [0.5, 1.0]
+    assert torch.get_num_threads() == THREADS  # --threads is undone when main returns

@@ -170,7 +170,6 @@ class NetworkDenoiser(DenoiserMixin, BaseEstimator):
         return sigma if self.time_input == "sigma" else edm_coefficients(sigma, self.sigma_data)[3]
 
     def _call(self, x, sigma, y=None):
-        sigma = sigma.contiguous()  # a float sigma arrives expanded (stride 0): some kernels round that differently
         net = self.network
         weight = next(net.parameters(), None) if isinstance(net, nn.Module) else None
         if weight is not None and weight.device != x.device:

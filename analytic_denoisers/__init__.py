@@ -29,6 +29,10 @@ Quick start::
     samples = ad.sample(den, torch.randn(16, 1, 28, 28), ad.schedules.karras(18, 0.002, 80))
 """
 
+from .core.compat import repair_torchvision_import
+
+repair_torchvision_import()  # before anyone imports torchvision, diffusers or k-diffusion (core/compat.py)
+
 from . import analysis, bench, datasets, metrics, registry, scales, testing
 from .core.artifact import FileFormatError
 from .core.contract import DenoiserMixin

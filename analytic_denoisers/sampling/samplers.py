@@ -13,7 +13,7 @@ import math
 import torch
 
 from ..core.contract import as_denoise_fn
-from ..core.validation import as_images, check_sigmas
+from ..core.validation import Interval, as_images, check_scalar, check_sigmas
 from .schedules import alpha_bar_from_sigma, sigma_from_alpha_bar
 
 
@@ -65,29 +65,54 @@ def sample_heun(denoiser, x, sigmas, *, y=None, callback=None):
 
 
 @torch.no_grad()
-def sample_ddim_vp(denoiser, x_t, alpha_bars, *, y=None, callback=None):
+def sample_ddim_vp(denoiser, x_t, alpha_bars, *, alpha_bars_next=None, clip_denoised=None, y=None, callback=None):
     """Deterministic DDIM (eta = 0; Song et al., arXiv 2010.02502) in VP coordinates.
 
     ``x0 = D(x_t / sqrt(a), sigma(a))``, ``eps = (x_t - sqrt(a) x0) / sqrt(1 - a)``,
-    ``x_t' = sqrt(a') x0 + sqrt(1 - a') eps`` for consecutive ``alpha_bars`` a -> a'.
+    ``x_t' = sqrt(a') clip(x0) + sqrt(1 - a') eps`` for consecutive ``alpha_bars`` a -> a'.
+    This is diffusers' ``DDIMScheduler.step`` with ``eta=0``, and with the same arguments
+    (:func:`~.schedules.vp_timesteps` and :func:`~.schedules.ddim_alpha_bars`) it follows
+    its trajectory to float rounding (tested against diffusers, clipping included).
 
     Parameters
     ----------
     x_t : Tensor of shape (N, C, H, W), the VP state at ``alpha_bars[0]``
     alpha_bars : 1-D tensor, increasing, in (0, 1]; a final 1 means sigma = 0
+    alpha_bars_next : 1-D tensor of shape (len(alpha_bars),), optional
+        Where each step goes, when that is not the next entry of ``alpha_bars``: step i then
+        goes from ``alpha_bars[i]`` to ``alpha_bars_next[i]``, and step i + 1 takes its result
+        as the state at ``alpha_bars[i + 1]`` (diffusers' stepping on ``"linspace"`` timesteps,
+        see :func:`~.schedules.ddim_alpha_bars`). Every step is then taken, the last one to
+        ``alpha_bars_next[-1]``.
+    clip_denoised : float, optional
+        diffusers' ``clip_sample`` with ``clip_sample_range``: the x̂0 of each step is clamped
+        to [-c, c] where it enters ``x_t'``, while ``eps`` keeps the unclamped x̂0 (diffusers'
+        default ``use_clipped_model_output=False``). A clamp of x̂0 with an unclamped ``eps``
+        is not a sigma-native step of any denoiser, so it exists only in this VP form.
+        The callback's ``denoised`` is the unclamped x̂0.
 
     Returns
     -------
-    Tensor of shape (N, C, H, W): the VP state at ``alpha_bars[-1]``.
+    Tensor of shape (N, C, H, W): the VP state after the last step.
     """
     alpha_bars = torch.as_tensor(alpha_bars, dtype=torch.float64)
-    sigmas = check_sigmas(sigma_from_alpha_bar(alpha_bars)).tolist()
+    if alpha_bars_next is None:
+        alpha_bars, alpha_bars_next = alpha_bars[:-1], alpha_bars[1:]
+    else:
+        alpha_bars_next = torch.as_tensor(alpha_bars_next, dtype=torch.float64)
+        if alpha_bars_next.shape != alpha_bars.shape or not (alpha_bars_next > alpha_bars).all():
+            raise ValueError("alpha_bars_next must have the shape of alpha_bars and each entry above its own")
+    check_sigmas(sigma_from_alpha_bar(torch.cat([alpha_bars, alpha_bars_next[-1:]])))
+    if clip_denoised is not None:
+        check_scalar(clip_denoised, "clip_denoised", Interval(float, 0, closed="neither"))
+    sigmas, sigmas_next = sigma_from_alpha_bar(alpha_bars).tolist(), sigma_from_alpha_bar(alpha_bars_next).tolist()
     denoise = as_denoise_fn(denoiser, y)
-    for i, (a, a_next) in enumerate(zip(alpha_bars[:-1].tolist(), alpha_bars[1:].tolist())):
+    for i, (a, a_next) in enumerate(zip(alpha_bars.tolist(), alpha_bars_next.tolist())):
         denoised = denoise(x_t / math.sqrt(a), sigmas[i])  # the VE denoiser through the bridge
         eps = (x_t - math.sqrt(a) * denoised) / math.sqrt(1 - a)
-        x_next = math.sqrt(a_next) * denoised + math.sqrt(1 - a_next) * eps
-        _report(callback, i=i, x=x_t, sigma=sigmas[i], sigma_next=sigmas[i + 1],
+        kept = denoised if clip_denoised is None else denoised.clamp(-clip_denoised, clip_denoised)
+        x_next = math.sqrt(a_next) * kept + math.sqrt(1 - a_next) * eps
+        _report(callback, i=i, x=x_t, sigma=sigmas[i], sigma_next=sigmas_next[i],
                 denoised=denoised, x_next=x_next, alpha_bar=a, alpha_bar_next=a_next)
         x_t = x_next
     return x_t

@@ -101,6 +101,92 @@ def cosine_alpha_bars(num_train_timesteps=1000, s=0.008, max_beta=0.999):
     return torch.cumprod(1 - betas, 0)
 
 
+BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
+TIMESTEP_SPACINGS = ("leading", "trailing", "linspace")
+
+
+def vp_alpha_bars(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02, beta_schedule="linear"):
+    """The ``alpha_bar`` table of a discrete VP schedule named as diffusers names it.
+
+    ``"linear"``: DDPM's linear betas; ``"scaled_linear"``: betas linear in their square root
+    (Stable Diffusion); ``"squaredcos_cap_v2"``: the improved-DDPM cosine schedule
+    (:func:`cosine_alpha_bars`, ``beta_start`` / ``beta_end`` unused). The betas and their
+    cumulative product are float32 (returned as float64), as diffusers' schedulers compute
+    ``alphas_cumprod``, so that a trajectory can match theirs to float rounding.
+
+    Returns
+    -------
+    Tensor of shape (num_train_timesteps,), float64, decreasing.
+    """
+    check_scalar(num_train_timesteps, "num_train_timesteps", Interval(int, 2))
+    if beta_schedule == "linear":
+        betas = torch.linspace(beta_start, beta_end, num_train_timesteps, dtype=torch.float32)
+    elif beta_schedule == "scaled_linear":
+        betas = torch.linspace(beta_start**0.5, beta_end**0.5, num_train_timesteps, dtype=torch.float32) ** 2
+    elif beta_schedule == "squaredcos_cap_v2":
+        alpha_bars = cosine_alpha_bars(num_train_timesteps)
+        betas = (1 - alpha_bars / torch.cat([alpha_bars.new_ones(1), alpha_bars[:-1]])).float()
+    else:
+        raise ValueError(f"beta_schedule must be one of {BETA_SCHEDULES}, got {beta_schedule!r}")
+    return torch.cumprod(1 - betas, 0).double()
+
+
+def vp_timesteps(n, num_train_timesteps=1000, spacing="leading", steps_offset=0):
+    """The ``n`` timesteps a diffusers scheduler's ``set_timesteps(n)`` picks, decreasing.
+
+    ``"leading"`` (``DDIMScheduler``'s default; the only spacing ``steps_offset`` shifts):
+    ``k * (T // n) + steps_offset`` for k = n-1 ... 0,
+    so 10 of 1000 steps start at t = 900 (sigma 60.8 on DDPM's linear betas);
+    ``"trailing"``: ``round(T - k T / n) - 1``, starting at t = T - 1;
+    ``"linspace"``: ``round(linspace(0, T - 1, n))`` reversed (``schedules.ddpm_linear``'s grid).
+
+    Returns
+    -------
+    LongTensor of shape (n,).
+    """
+    _check_n(n)
+    check_scalar(num_train_timesteps, "num_train_timesteps", Interval(int, n))
+    check_scalar(steps_offset, "steps_offset", Interval(int, 0))
+    if spacing == "leading":
+        t = torch.arange(n - 1, -1, -1, dtype=torch.float64) * (num_train_timesteps // n) + steps_offset
+    elif spacing == "trailing":
+        t = torch.arange(num_train_timesteps, 0, -num_train_timesteps / n, dtype=torch.float64).round() - 1
+    elif spacing == "linspace":
+        t = torch.linspace(0, num_train_timesteps - 1, n, dtype=torch.float64).round().flip(0)
+    else:
+        raise ValueError(f"timestep spacing must be one of {TIMESTEP_SPACINGS}, got {spacing!r}")
+    t = t.long()
+    if t.max() >= num_train_timesteps:
+        raise ValueError(f"steps_offset={steps_offset} puts timestep {int(t.max())} past the table of "
+                         f"{num_train_timesteps}")
+    return t
+
+
+def ddim_alpha_bars(alpha_bars, timesteps, set_alpha_to_one=True):
+    """The ``alpha_bar`` of each DDIM step and the one it steps to, as ``DDIMScheduler.step`` does.
+
+    diffusers steps from timestep ``t`` to ``t - T // n`` whatever the spacing (with
+    ``"linspace"`` that is not the next timestep; the next step then starts from the next
+    timestep), and past timestep 0 to 1 (``set_alpha_to_one``) or to ``alpha_bars[0]``.
+
+    Parameters
+    ----------
+    alpha_bars : Tensor of shape (T,), the table
+    timesteps : LongTensor of shape (n,), decreasing (see :func:`vp_timesteps`)
+
+    Returns
+    -------
+    ``(at, to)``: two float64 tensors of shape (n,), for :func:`~.samplers.sample_ddim_vp`
+    (``alpha_bars=at``, ``alpha_bars_next=to``).
+    """
+    alpha_bars = torch.as_tensor(alpha_bars, dtype=torch.float64)
+    timesteps = torch.as_tensor(timesteps)
+    final = 1.0 if set_alpha_to_one else float(alpha_bars[0])
+    previous = timesteps - len(alpha_bars) // len(timesteps)
+    to = torch.where(previous >= 0, alpha_bars[previous.clamp(min=0)], torch.tensor(final, dtype=torch.float64))
+    return alpha_bars[timesteps], to
+
+
 def from_alpha_bars(alpha_bars, n):
     """Sigmas at ``n`` evenly spaced timesteps (first and last included) of a discrete VP schedule.
 

@@ -32,6 +32,15 @@ def r2(a, b):
     return 1 - (a - b).square().sum(1) / torch.where(total > 0, total, torch.nan)
 
 
+def r2_unbiased(a, b):
+    """R² as Lukoianov et al. and GoldDiff compute it, per image:
+    ``1 - mean (a - b)^2 / var(b)`` with the unbiased variance of the D pixels of ``b`` (D - 1 in
+    its denominator), so ``1 - (1 - r2) (D - 1) / D``."""
+    a, b = _flat(a, b)
+    variance = b.var(1, correction=1)
+    return 1 - (a - b).square().mean(1) / torch.where(variance > 0, variance, torch.nan)
+
+
 def pearson(a, b):
     """Pearson correlation of the pixels of ``a`` and ``b``, per image."""
     a, b = _flat(a, b)
@@ -58,6 +67,7 @@ class Metric(NamedTuple):
 # the one table of metrics, for the benchmark protocol and for calibration
 METRICS = {
     "r2": Metric(r2, "mean", True),
+    "r2_unbiased": Metric(r2_unbiased, "mean", True),
     "pearson": Metric(pearson, "median", True),
     "mse": Metric(mse, "mean", False),
     "explained_variance": Metric(explained_variance, "mean", True),

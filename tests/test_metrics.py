@@ -17,6 +17,10 @@ def test_metrics_against_explicit_formulas():
         r2 = 1 - ((x - r) ** 2).sum() / ((r - r.mean()) ** 2).sum()
         pearson = torch.corrcoef(torch.stack([x, r]))[0, 1]
         assert metrics.r2(a, b)[i].item() == pytest.approx(r2.item(), rel=1e-12)
+        d = len(r)  # Lukoianov et al.'s r²: the MSE over the unbiased variance, sum / (d - 1)
+        unbiased = 1 - ((x - r) ** 2).mean() / (((r - r.mean()) ** 2).sum() / (d - 1))
+        assert metrics.r2_unbiased(a, b)[i].item() == pytest.approx(unbiased.item(), rel=1e-12)
+        assert metrics.r2_unbiased(a, b)[i].item() == pytest.approx(1 - (1 - r2.item()) * (d - 1) / d, rel=1e-12)
         assert metrics.pearson(a, b)[i].item() == pytest.approx(pearson.item(), rel=1e-10)
         assert metrics.mse(a, b)[i].item() == pytest.approx(((x - r) ** 2).mean().item(), rel=1e-12)
         assert metrics.explained_variance(a, b)[i].item() == pytest.approx(
@@ -36,9 +40,10 @@ def test_quartiles_skip_nan():
 
 def test_metrics_of_identical_and_constant_images():
     a = torch.randn(3, 1, 4, 4)
-    assert metrics.summarise(a, a) == pytest.approx({"r2": 1.0, "pearson": 1.0, "mse": 0.0, "explained_variance": 1.0},
-                                                    abs=1e-15)
+    assert metrics.summarise(a, a) == pytest.approx({"r2": 1.0, "r2_unbiased": 1.0, "pearson": 1.0, "mse": 0.0,
+                                                     "explained_variance": 1.0}, abs=1e-15)
     constant = torch.ones(3, 1, 4, 4)
     assert torch.isnan(metrics.r2(a, constant)).all() and torch.isnan(metrics.pearson(a, constant)).all()
+    assert torch.isnan(metrics.r2_unbiased(a, constant)).all()
     with pytest.raises(ValueError, match="same shape"):
         metrics.mse(a, a[:, :, :2])

@@ -5,16 +5,22 @@ import json
 import os
 from pathlib import Path
 
+import torch
+
 from .. import datasets, registry
-from ..core.validation import Interval, Sequence, check_scalar
+from ..core.validation import Interval, Options, Sequence, check_scalar, check_sigmas
+from ..sampling import schedules
 from ..sampling.samplers import get_sampler
 
 POSITIVE_INT, POSITIVE = Interval(int, 1), Interval(float, 0, closed="neither")
+GRIDS = ("karras", "sigmas", "vp")
 DEFAULT_REFERENCE_ENV = "ANALYTIC_DENOISERS_DEFAULT_UNET"
 DEFAULT_REFERENCE = datasets.shipped("unet-default.h5")  # package data (data/ in the repository)
+PROTOCOLS_DIR = datasets.shipped("protocols")  # package data (benchmarks/protocols/ in the repository)
 
-# Every key a protocol file may set, with its default. Nested sections are merged key by key.
+# Every key a protocol file may set, with its default. Sections are merged key by key.
 DEFAULT_PROTOCOL = {
+    "description": None,         # free text: what the protocol reproduces and its source
     "dataset": "default",        # a name of analytic_denoisers.datasets
     "root": None,                # where its files are (see datasets.load)
     "train_limit": None,         # fit on the first N training images only
@@ -30,54 +36,85 @@ DEFAULT_PROTOCOL = {
         "seed": 1_000_000,
         "batch_size": 32,
     },
-    "sampling": {"n_samples": 16, "steps": 10, "sampler": "heun", "sigma_min": 0.002,
-                 "sigma_max": 80.0, "rho": 7.0, "seed": 0},
+    "sampling": {
+        "n_samples": 16, "sampler": "heun", "seed": 0,
+        # the grid: "karras" (steps, sigma_min, sigma_max, rho), "sigmas" (the list `sigmas`, then
+        # 0) or "vp" (`steps` timesteps of the discrete VP schedule `vp`, picked as diffusers does)
+        "schedule": "karras", "steps": 10, "sigma_min": 0.002, "sigma_max": 80.0, "rho": 7.0,
+        "sigmas": None,
+        "vp": {"beta_schedule": "linear", "beta_start": 1e-4, "beta_end": 0.02, "num_train_timesteps": 1000,
+               "timestep_spacing": "leading", "steps_offset": 0, "set_alpha_to_one": True},
+        "clip_sample": None,     # "vp" grid with "ddim": clamp each step's x̂0 to [-c, c] (diffusers' clip_sample)
+        "final": "state",        # the sample: the sampler's last "state", or the last step's x̂0 ("denoised")
+        "clamp_unit": False,     # compare images as ((x + 1) / 2).clamp(0, 1) (GoldDiff's evaluation)
+        "single": False,         # also the one-step variant: the reference's x̂0 at each method's own states
+    },
     "gate": {"n_images": 500, "sigmas": [0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0], "seed": 2_000_000},
 }
+# sections whose keys are free (merged as given) rather than checked against the defaults
+FREE_SECTIONS = ("reference_params", "params")
+
+
+def shipped_protocols():
+    """Names of the protocol files that ship with the package (``benchmarks/protocols/``)."""
+    return sorted(p.stem for p in PROTOCOLS_DIR.glob("*.json"))
+
+
+def protocol_file(spec):
+    """The path of a protocol: ``spec`` itself, or the shipped protocol named ``spec``."""
+    path = Path(spec)
+    shipped = PROTOCOLS_DIR / f"{spec}.json"
+    return shipped if not path.exists() and path.name == str(spec) and shipped.is_file() else path
 
 
 def make_protocol(overrides=None, path=None):
-    """The default protocol, updated by a JSON file at ``path``, then by ``overrides`` (a dict).
+    """The default protocol, updated by a JSON file, then by ``overrides`` (a dict).
 
-    Unknown keys are errors, so a typo never silently falls back to a default.
+    ``path`` is a protocol file, or the name of a shipped one (:func:`shipped_protocols`:
+    ``lukoianov-ddim10``, ``golddiff-ddim10``, ``kamb``, ``edm-heun``, ...). Unknown keys are
+    errors, so a typo never silently falls back to a default.
     """
     protocol = copy.deepcopy(DEFAULT_PROTOCOL)
     layers = []
     if path is not None:
+        path = protocol_file(path)
         try:
-            layers.append(json.loads(Path(path).read_text()))
+            layers.append(json.loads(path.read_text()))
         except FileNotFoundError:
-            raise FileNotFoundError(f"{path}: no such protocol file") from None
+            raise FileNotFoundError(f"{path}: no such protocol file; shipped protocols: "
+                                    f"{', '.join(shipped_protocols())}") from None
         except json.JSONDecodeError as err:
             raise ValueError(f"{path}: not valid JSON ({err})") from None
     layers.append(overrides or {})
     for layer in layers:
-        if not isinstance(layer, dict):
-            raise ValueError(f"a protocol must be a JSON object, got {type(layer).__name__}")
-        for key, value in layer.items():
-            if key not in protocol:
-                raise ValueError(f"unknown protocol key {key!r}; known: {sorted(protocol)}")
-            if isinstance(protocol[key], dict):
-                if not isinstance(value, dict):
-                    raise ValueError(f"protocol section {key!r} must be an object, got {value!r}")
-                if key == "reference_params":  # any NetworkDenoiser parameter
-                    protocol[key].update(copy.deepcopy(value))
-                    continue
-                if key == "params":  # merged per method, then per hyper-parameter
-                    for method, params in value.items():
-                        if not isinstance(params, dict):
-                            raise ValueError(f"params of {method!r} must be an object, got {params!r}")
-                        protocol["params"].setdefault(method, {}).update(copy.deepcopy(params))
-                    continue
-                unknown = set(value) - set(protocol[key])
-                if unknown:
-                    raise ValueError(f"unknown keys {sorted(unknown)} in protocol section {key!r}; "
-                                     f"known: {sorted(protocol[key])}")
-                protocol[key].update(value)
-            else:
-                protocol[key] = copy.deepcopy(value)
+        _merge(protocol, layer, "")
     _check_protocol(protocol)
     return protocol
+
+
+def _merge(protocol, layer, where):
+    """Update ``protocol`` in place with ``layer``: nested objects key by key, unknown keys refused."""
+    if not isinstance(layer, dict):
+        what = f"protocol section {where[:-1]!r}" if where else "a protocol"
+        raise ValueError(f"{what} must be an object, got {layer!r}")
+    for key, value in layer.items():
+        if key not in protocol:
+            raise ValueError(f"unknown protocol key {where + key!r}; known{' in ' + repr(where[:-1]) if where else ''}: "
+                             f"{sorted(protocol)}")
+        if key in FREE_SECTIONS and not where:
+            if not isinstance(value, dict):
+                raise ValueError(f"protocol section {key!r} must be an object, got {value!r}")
+            for name, item in value.items():  # params: per method, then per hyper-parameter
+                if key == "reference_params":
+                    protocol[key][name] = copy.deepcopy(item)
+                elif not isinstance(item, dict):
+                    raise ValueError(f"params of {name!r} must be an object, got {item!r}")
+                else:
+                    protocol[key].setdefault(name, {}).update(copy.deepcopy(item))
+        elif isinstance(protocol[key], dict):
+            _merge(protocol[key], value, f"{where}{key}.")
+        else:
+            protocol[key] = copy.deepcopy(value)
 
 
 def _check_protocol(p):
@@ -98,6 +135,44 @@ def _check_protocol(p):
         check_scalar(p[section][key], f"{section}.{key}", POSITIVE_INT)
     for section in ("denoising", "gate"):
         check_scalar(p[section]["sigmas"], f"{section}.sigmas", Sequence(POSITIVE))
+    smp = p["sampling"]
+    check_scalar(smp["schedule"], "sampling.schedule", Options(*GRIDS))
+    check_scalar(smp["final"], "sampling.final", Options("state", "denoised"))
+    for key in ("clamp_unit", "single"):
+        check_scalar(smp[key], f"sampling.{key}", Options(False, True))
+    check_scalar(smp["clip_sample"], "sampling.clip_sample", POSITIVE, None)
+    if smp["clip_sample"] is not None and (smp["schedule"], smp["sampler"]) != ("vp", "ddim"):
+        raise ValueError("sampling.clip_sample clamps the x̂0 of diffusers' DDIM step: it needs "
+                         'sampling.schedule "vp" and sampling.sampler "ddim"')
+    if smp["schedule"] == "sigmas" and smp["sigmas"] is None:
+        raise ValueError('sampling.schedule "sigmas" needs the list sampling.sigmas')
+    sampling_grid(smp)  # every other value of the grid (the list, the VP table and spacing)
+
+
+def sampling_grid(smp):
+    """The sampling grid of a protocol's ``sampling`` section.
+
+    Returns a dict with ``sigmas`` (float64, decreasing: the level of each step, then where the
+    last step ends) and, for a ``"vp"`` grid, ``timesteps``, ``alpha_bars`` and
+    ``alpha_bars_next`` (:func:`~analytic_denoisers.sampling.schedules.ddim_alpha_bars`: what
+    diffusers' DDIM steps between; sigma-native samplers step along the timesteps to 0).
+    """
+    if smp["schedule"] == "karras":
+        return {"sigmas": schedules.karras(smp["steps"], smp["sigma_min"], smp["sigma_max"], smp["rho"])}
+    if smp["schedule"] == "sigmas":
+        check_scalar(smp["sigmas"], "sampling.sigmas", Sequence(POSITIVE))
+        return {"sigmas": check_sigmas([*smp["sigmas"], 0.0])}
+    vp = smp["vp"]
+    table = schedules.vp_alpha_bars(vp["num_train_timesteps"], vp["beta_start"], vp["beta_end"], vp["beta_schedule"])
+    timesteps = schedules.vp_timesteps(smp["steps"], vp["num_train_timesteps"], vp["timestep_spacing"],
+                                       vp["steps_offset"])
+    check_scalar(vp["set_alpha_to_one"], "sampling.vp.set_alpha_to_one", Options(False, True))
+    at, to = schedules.ddim_alpha_bars(table, timesteps, vp["set_alpha_to_one"])
+    if smp["sampler"] == "ddim":
+        sigmas = schedules.sigma_from_alpha_bar(torch.cat([at, to[-1:]]))
+    else:
+        sigmas = torch.cat([schedules.sigma_from_alpha_bar(at), torch.zeros(1, dtype=torch.float64)])
+    return {"sigmas": check_sigmas(sigmas), "timesteps": timesteps, "alpha_bars": at, "alpha_bars_next": to}
 
 
 def reference_path(protocol):

@@ -134,19 +134,45 @@ def markdown(results, command=None):
                         e["batch_size"], _fmt(e["denoise_peak_mib"], 1)] for name, e in den["methods"].items()])
     sp = p["sampling"]
     lines += ["## Sampler agreement", "",
-              f"{sp['n_samples']} samples from shared seeded noise (seeds {sp['seed']}…), {sp['sampler']} with "
-              f"{sp['steps']} steps on karras({sp['steps']}, {sp['sigma_min']}, {sp['sigma_max']}, rho={sp['rho']}), "
-              "the same for every method. Final samples against the reference's; x̂0 R² is the mean over "
-              "the steps of the per-step x̂0 agreement.", ""]
-    lines += _table(["method", "R²", "Pearson r", "MSE", "explained var.", "x̂0 R² (mean over steps)",
-                     f"seconds (all {sp['n_samples']} samples)", "denoiser calls", "peak (MiB)"],
-                    [[name, _fmt(e.get("r2")), _fmt(e.get("pearson")), _fmt(e.get("mse")),
-                      _fmt(e.get("explained_variance")),
-                      _fmt(float(np.nanmean(e["x0_r2_by_step"]))) if "x0_r2_by_step" in e else "",
-                      _fmt(e["seconds"], 2), e["denoiser_calls"], _fmt(e["peak_mib"], 1)]
+              f"{sp['n_samples']} samples from shared seeded noise (seeds {sp['seed']}…), {grid_text(sp, smp)}, "
+              "the same for every method. "
+              + ("The sample is the last step's x̂0. " if sp["final"] == "denoised" else "")
+              + ("Images are compared as `((x + 1) / 2).clamp(0, 1)`. " if sp["clamp_unit"] else "")
+              + "Final samples against the reference's (R² unbiased: `1 - MSE / var` with the unbiased "
+              "pixel variance of the reference image, as Lukoianov et al. compute it); x̂0 R² is the "
+              "mean over the steps of each step's x̂0 against the reference's"
+              + (", along the two trajectories (\"trajectory\") and at the method's own states "
+                 "(\"single\": the reference denoises the method's state)." if sp["single"] else "."), ""]
+    lines += _table(["method", "R²", "R² unbiased", "Pearson r", "MSE", "explained var.", "x̂0 R² (trajectory)"]
+                    + (["x̂0 R² (single)"] if sp["single"] else [])
+                    + [f"seconds (all {sp['n_samples']} samples)", "denoiser calls", "peak (MiB)"],
+                    [[name, _fmt(e.get("r2")), _fmt(e.get("r2_unbiased")), _fmt(e.get("pearson")), _fmt(e.get("mse")),
+                      _fmt(e.get("explained_variance")), _mean_over_steps(e, "x0_by_step")]
+                     + ([_mean_over_steps(e, "x0_single_by_step")] if sp["single"] else [])
+                     + [_fmt(e["seconds"], 2), e["denoiser_calls"], _fmt(e["peak_mib"], 1)]
                      for name, e in smp["methods"].items()])
     lines += ["![final samples](samples.png)", "", "![metrics against sigma](metrics.png)", ""]
     return "\n".join(lines)
+
+
+def _mean_over_steps(entry, key):
+    return _fmt(float(np.nanmean(entry[key]["r2"]))) if key in entry else ""
+
+
+def grid_text(sp, smp):
+    """The sampling grid of a protocol's ``sampling`` section, in words."""
+    steps = len(smp["sigmas"]) - 1
+    if sp["schedule"] == "karras":
+        grid = f"karras({sp['steps']}, {sp['sigma_min']}, {sp['sigma_max']}, rho={sp['rho']})"
+    elif sp["schedule"] == "sigmas":
+        grid = f"the sigmas {', '.join(f'{s:.4g}' for s in smp['sigmas'])}"
+    else:
+        vp = sp["vp"]
+        grid = (f"the timesteps {', '.join(map(str, smp['timesteps']))} ({vp['timestep_spacing']} spacing) of a "
+                f"{vp['num_train_timesteps']}-step {vp['beta_schedule']} VP schedule (betas {vp['beta_start']:g} … "
+                f"{vp['beta_end']:g}), set_alpha_to_one={vp['set_alpha_to_one']}"
+                + (f", clip_sample={sp['clip_sample']:g}" if sp["clip_sample"] else ""))
+    return f"{sp['sampler']} with {steps} steps on {grid}"
 
 
 def plot_metrics(results, path):
@@ -164,17 +190,20 @@ def plot_metrics(results, path):
         if metric == "own_mse":
             ax.plot(den["sigmas"], den["reference_own_mse"], "k--", marker="o", ms=3, label="reference")
         ax.set(xscale="log", xlabel="sigma", title=title)
-        if metric in ("mse", "own_mse"):
-            ax.set_yscale("log")
+        if metric in ("mse", "own_mse") and any(v > 0 for line in ax.get_lines() for v in line.get_ydata()):
+            ax.set_yscale("log")  # not where every method equals the reference (MSE 0)
         if metric in ("r2", "explained_variance", "pearson"):
             ax.set_ylim(-0.05, 1.02)
         ax.grid(alpha=0.3)
     ax = axes.flat[5]
     levels = smp["sigmas"][:-1]
-    for name, entry in smp["methods"].items():
-        if "x0_r2_by_step" in entry:
-            ax.plot(levels, entry["x0_r2_by_step"], marker="o", ms=3, label=name)
-    ax.set(xscale="log", xlabel="sigma of the step", title="sampling: x̂0 R² to the reference", ylim=(-0.05, 1.02))
+    for i, (name, entry) in enumerate(smp["methods"].items()):
+        if "x0_by_step" in entry:
+            ax.plot(levels, entry["x0_by_step"]["r2"], marker="o", ms=3, label=name, color=f"C{i - 1}")
+        if "x0_single_by_step" in entry:
+            ax.plot(levels, entry["x0_single_by_step"]["r2"], ls=":", marker="x", ms=3, color=f"C{i - 1}")
+    ax.set(xscale="log", xlabel="sigma of the step", ylim=(-0.05, 1.02),
+           title="sampling: x̂0 R² to the reference" + (" (dotted: single)" if results["protocol"]["sampling"]["single"] else ""))
     ax.invert_xaxis()
     ax.grid(alpha=0.3)
     axes.flat[0].legend(fontsize=8)

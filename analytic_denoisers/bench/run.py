@@ -10,11 +10,11 @@ from ..core.batching import in_batches
 from ..core.files import to_jsonable
 from ..core.fingerprint import data_fingerprint
 from ..core.noise import seeded_noise
-from ..sampling import schedules
-from ..sampling.samplers import CountingDenoiser, sample
+from ..core.contract import as_denoise_fn
+from ..sampling.samplers import sample, sample_ddim_vp
 from ..scales.rules import snr_resolution_schedule
 from .measure import PeakMemory, environment, timed
-from .protocol import make_protocol, reference_path
+from .protocol import make_protocol, reference_path, sampling_grid
 from .reference import open_reference
 
 
@@ -30,18 +30,48 @@ def _denoise_batches(den, x, sigma, batch_size, device):
     return in_batches(call, x, sigma, batch_size), seconds
 
 
-def _sample(den, noise, sigmas, sampler, device, bar):
-    """Final samples and the x̂0 of every step: (N, C, H, W), (steps, N, C, H, W), seconds, calls.
+class _StepInputs:
+    """A denoiser that counts its calls (``.calls``) and keeps the input ``(x, sigma)`` of the
+    first call of each step (``.inputs``): the state a step starts from, in VE coordinates."""
 
+    def __init__(self, denoiser):
+        self.fn, self.calls, self.inputs, self._new_step = as_denoise_fn(denoiser, None), 0, [], True
+
+    def __call__(self, x, sigma):
+        self.calls += 1
+        if self._new_step:
+            self.inputs.append((x, sigma))
+            self._new_step = False
+        return self.fn(x, sigma)
+
+    def next_step(self):
+        self._new_step = True
+
+
+def _sample(den, noise, grid, smp_p, device, bar):
+    """Samples of the protocol's grid: (samples, x̂0 of every step, step inputs, seconds, calls).
+
+    A ``"vp"`` grid with DDIM starts from the VP state ``x_T = noise`` and steps as diffusers'
+    ``DDIMScheduler`` (clipping included); every other case starts from ``sigmas[0] * noise``.
     ``bar`` (a tqdm bar) advances by one per step."""
-    denoised, counting = [], CountingDenoiser(den)
+    denoised, counting = [], _StepInputs(den)
 
     def step(info):
         denoised.append(info["denoised"])
+        counting.next_step()
         bar.update()
 
-    x, seconds = timed(lambda: sample(counting, noise, sigmas, sampler, callback=step), device)
-    return x, torch.stack(denoised), seconds, counting.calls
+    if "alpha_bars" in grid and smp_p["sampler"] == "ddim":
+        def generate():
+            return sample_ddim_vp(counting, noise, grid["alpha_bars"], alpha_bars_next=grid["alpha_bars_next"],
+                                  clip_denoised=smp_p["clip_sample"], callback=step)
+    else:
+        def generate():
+            return sample(counting, noise, grid["sigmas"], smp_p["sampler"], callback=step)
+    x, seconds = timed(generate, device)
+    if smp_p["final"] == "denoised":
+        x = denoised[-1]
+    return x, torch.stack(denoised), counting.inputs, seconds, counting.calls
 
 
 def reference_for(protocol, X, reference=None):
@@ -113,8 +143,8 @@ def run(protocol=None, *, reference=None, progress=True, log=print):
     shape = tuple(X.shape[1:])
 
     den_p, smp_p, gate_p = p["denoising"], p["sampling"], p["gate"]
-    sampling_sigmas = schedules.karras(smp_p["steps"], smp_p["sigma_min"], smp_p["sigma_max"], smp_p["rho"])
-    levels = sorted({float(s) for s in [*den_p["sigmas"], *sampling_sigmas[:-1].tolist(), *gate_p["sigmas"]]})
+    grid = sampling_grid(smp_p)
+    levels = sorted({float(s) for s in [*den_p["sigmas"], *grid["sigmas"][:-1].tolist(), *gate_p["sigmas"]]})
     trained = ref.sigma_range() if hasattr(ref, "sigma_range") else None
     outside = [] if trained is None else [s for s in levels if not trained[0] <= s <= trained[1]]
     if outside:
@@ -128,7 +158,7 @@ def run(protocol=None, *, reference=None, progress=True, log=print):
     gate = _quality_gate(ref, gaussian, X_test, gate_p, shape, den_p["batch_size"], device, progress)
     log(gate_text(gate))
     denoising = _denoiser_agreement(ref, fitted, fits, X_test[:den_p["n_images"]], den_p, device, progress)
-    sampling, finals = _sampler_agreement(ref, fitted, smp_p, sampling_sigmas, shape, device, progress)
+    sampling, finals = _sampler_agreement(ref, fitted, smp_p, grid, shape, device, progress)
 
     return {
         "protocol": p,
@@ -185,25 +215,47 @@ def _denoiser_agreement(ref, fitted, fits, x0, den_p, device, progress):
     return denoising
 
 
-def _sampler_agreement(ref, fitted, smp_p, sigmas, shape, device, progress):
+def _compared(images, smp_p):
+    """Images as the protocol compares them: as they are, or ``((x + 1) / 2).clamp(0, 1)``."""
+    return ((images + 1) / 2).clamp(0, 1) if smp_p["clamp_unit"] else images
+
+
+def _by_step(a, b, smp_p):
+    """Every metric of ``metrics.METRICS`` per step, for x̂0 stacks ``a`` and ``b`` of shape
+    (steps, N, C, H, W): {metric: [one summary per step]}."""
+    rows = [metrics.summarise(_compared(x, smp_p), _compared(y, smp_p)) for x, y in zip(a, b)]
+    return {name: [row[name] for row in rows] for name in metrics.METRICS}
+
+
+def _sampler_agreement(ref, fitted, smp_p, grid, shape, device, progress):
     """Samples of the reference and every method from shared seeded noise, and their agreement.
 
-    Returns the results section and ``{name: (final samples, x̂0 of every step)}``."""
+    Per method: the final samples' metrics against the reference's, ``x0_by_step`` (each step's
+    x̂0 against the reference's, along the two trajectories) and, with ``single``,
+    ``x0_single_by_step`` (each step's x̂0 against the reference's x̂0 at the method's own state;
+    Lukoianov et al.'s one-step variant). Returns the results section and
+    ``{name: (final samples, x̂0 of every step)}``."""
     noise = seeded_noise(range(smp_p["seed"], smp_p["seed"] + smp_p["n_samples"]), shape, device=device)
-    sampling, finals = {"sigmas": sigmas.tolist(), "methods": {}}, {}
+    sampling = {"sigmas": grid["sigmas"].tolist(), "methods": {}}
+    if "timesteps" in grid:
+        sampling["timesteps"] = grid["timesteps"].tolist()
+    finals, inputs = {}, {}
     for name, den in [("reference", ref), *fitted.items()]:
-        with PeakMemory(device) as mem, tqdm(total=smp_p["steps"], desc=f"{name} sampling", unit="step",
+        with PeakMemory(device) as mem, tqdm(total=len(grid["sigmas"]) - 1, desc=f"{name} sampling", unit="step",
                                              disable=not progress) as bar:
-            final, x0_hat, seconds, calls = _sample(den, noise, sigmas, smp_p["sampler"], device, bar)
+            final, x0_hat, inputs[name], seconds, calls = _sample(den, noise, grid, smp_p, device, bar)
         finals[name] = (final, x0_hat)
         sampling["methods"][name] = {"seconds": seconds, "denoiser_calls": calls, "peak_mib": mem.peak_mib}
     ref_final, ref_x0 = finals["reference"]
     for name in fitted:
         final, x0_hat = finals[name]
         entry = sampling["methods"][name]
-        entry.update(metrics.summarise(final, ref_final))
-        entry["x0_r2_by_step"] = [float(metrics.r2(a, b).nanmean()) for a, b in zip(x0_hat, ref_x0)]
-        entry["x0_mse_by_step"] = [float(metrics.mse(a, b).mean()) for a, b in zip(x0_hat, ref_x0)]
+        entry.update(metrics.summarise(_compared(final, smp_p), _compared(ref_final, smp_p)))
+        entry["x0_by_step"] = _by_step(x0_hat, ref_x0, smp_p)
+        if smp_p["single"]:
+            with torch.no_grad():
+                ref_at_own = torch.stack([ref.denoise(x, sigma) for x, sigma in inputs[name]])
+            entry["x0_single_by_step"] = _by_step(x0_hat, ref_at_own, smp_p)
     return sampling, finals
 
 

@@ -4,6 +4,8 @@ import sys
 import time
 
 from .. import bench, registry
+from ..bench.protocol import GRIDS
+from ..sampling import schedules
 from . import options
 
 
@@ -17,7 +19,8 @@ def add_parser(sub):
                     "results.json, denoising.csv, sampling.csv, results.md, samples.png and "
                     "metrics.png to --out. Options override the protocol file, which overrides "
                     "the defaults of analytic_denoisers.bench.DEFAULT_PROTOCOL.")
-    p.add_argument("--protocol", help="protocol JSON file (keys of DEFAULT_PROTOCOL)")
+    p.add_argument("--protocol", help="protocol JSON file (keys of DEFAULT_PROTOCOL), or the name of a shipped "
+                                      f"one: {', '.join(bench.shipped_protocols())}")
     options.add_data(p, split=False, default=None, limit_help="fit on the first LIMIT training images only")
     options.add_reference(p)
     p.add_argument("--methods", help=f"comma-separated, from {','.join(sorted(registry.METHODS))} (default: all)")
@@ -27,6 +30,19 @@ def add_parser(sub):
     group.add_argument("--sigmas", type=options.number_list(float), help="comma-separated sigma grid")
     group.add_argument("--denoise-seed", type=int, help="test image i uses noise seed DENOISE_SEED + i")
     options.add_sampling(p, n=None, steps=None, schedule=False)
+    grid = p.add_argument_group("sampling grid (default: the protocol's)")
+    grid.add_argument("--schedule", choices=GRIDS, help='"karras" (--sigma-min, --sigma-max, --rho), "sigmas" '
+                      '(--sampling-sigmas) or "vp" (--steps timesteps of a VP table, picked as diffusers does)')
+    grid.add_argument("--sampling-sigmas", type=options.number_list(float), help="comma-separated decreasing sigmas")
+    for flag in ("sigma-min", "sigma-max", "rho"):
+        grid.add_argument(f"--{flag}", type=float, help="of the Karras schedule")
+    grid.add_argument("--timestep-spacing", choices=schedules.TIMESTEP_SPACINGS, help="of the VP timesteps")
+    grid.add_argument("--clip-sample", type=float, help="VP DDIM: clamp each step's x̂0 to [-C, C] (diffusers' clip_sample)")
+    grid.add_argument("--final", choices=("state", "denoised"), help="the sample: the last state or the last x̂0")
+    grid.add_argument("--single", action="store_true", default=None,
+                      help="also the one-step variant: the reference denoises each method's own states")
+    grid.add_argument("--clamp-unit", action="store_true", default=None,
+                      help="compare samples as ((x + 1) / 2).clamp(0, 1)")
     gate = p.add_argument_group("quality gate")
     gate.add_argument("--gate-images", type=options.positive_int, help="held-out test images (default 500)")
     gate.add_argument("--gate-sigmas", type=options.number_list(float), help="comma-separated sigmas (default 0.05,...,5)")
@@ -46,8 +62,15 @@ def overrides(args):
     if args.methods:
         found["methods"] = [m.strip() for m in args.methods.split(",") if m.strip()]
     sections = {"denoising": dict(n_images=args.n_images, sigmas=args.sigmas, seed=args.denoise_seed),
-                "sampling": dict(n_samples=args.n, steps=args.steps, sampler=args.sampler, seed=args.seed),
+                "sampling": dict(n_samples=args.n, steps=args.steps, sampler=args.sampler, seed=args.seed,
+                                 schedule=args.schedule, sigmas=args.sampling_sigmas, sigma_min=args.sigma_min,
+                                 sigma_max=args.sigma_max, rho=args.rho, clip_sample=args.clip_sample,
+                                 final=args.final, single=args.single, clamp_unit=args.clamp_unit),
                 "gate": dict(n_images=args.gate_images, sigmas=args.gate_sigmas)}
+    if args.sampling_sigmas and not args.schedule:
+        sections["sampling"]["schedule"] = "sigmas"
+    if args.timestep_spacing:
+        sections["sampling"]["vp"] = {"timestep_spacing": args.timestep_spacing}
     for section, values in sections.items():
         values = {k: v for k, v in values.items() if v is not None}
         if values:

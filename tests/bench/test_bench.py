@@ -49,7 +49,7 @@ def test_identical_methods_agree_perfectly(gaussian_file):
         assert row["r2"] == 1.0 and row["pearson"] == pytest.approx(1.0) and row["mse"] == 0.0
         assert row["explained_variance"] == 1.0
     sampled = results["sampling"]["methods"]["gaussian"]
-    assert sampled["r2"] == 1.0 and sampled["mse"] == 0.0 and sampled["x0_r2_by_step"] == [1.0, 1.0]
+    assert sampled["r2"] == 1.0 and sampled["mse"] == 0.0 and sampled["x0_by_step"]["r2"] == [1.0, 1.0]
     assert sampled["denoiser_calls"] == 3  # Heun: two calls, then an Euler step to 0
     gate = results["gate"]["by_sigma"][0]
     assert gate["reference_mse"] == gate["gaussian_mse"] and not results["gate"]["passed"]
@@ -115,7 +115,14 @@ def test_writers(tmp_path, gaussian_file):
 @pytest.mark.parametrize("overrides, match", [
     ({"methods": ["nope"]}, "methods must be"),
     ({"colour": 1}, "unknown protocol key 'colour'"),
-    ({"sampling": {"stpes": 3}}, r"unknown keys \['stpes'\]"),
+    ({"sampling": {"stpes": 3}}, "unknown protocol key 'sampling.stpes'; known in 'sampling'"),
+    ({"sampling": {"vp": {"spacing": "leading"}}}, "unknown protocol key 'sampling.vp.spacing'"),
+    ({"sampling": {"vp": {"timestep_spacing": "uniform"}, "schedule": "vp"}}, "spacing must be one of"),
+    ({"sampling": {"schedule": "sigmas"}}, "needs the list sampling.sigmas"),
+    ({"sampling": {"schedule": "sigmas", "sigmas": [1.0, 2.0]}}, "strictly decreasing"),
+    ({"sampling": {"schedule": "cosine"}}, "schedule must be one of"),
+    ({"sampling": {"clip_sample": 1.0}}, "needs sampling.schedule \"vp\" and sampling.sampler \"ddim\""),
+    ({"sampling": {"final": "last"}}, "final must be one of"),
     ({"sampling": {"sampler": "rk4"}}, "unknown sampler"),
     ({"denoising": {"n_images": 0}}, "n_images must be a positive int"),
     ({"gate": {"sigmas": [0.5, -1]}}, "positive numbers"),

@@ -11,8 +11,8 @@ from typing import Callable, NamedTuple
 import torch
 
 from .. import bench, datasets, registry
-from ..analysis.chromatography import chromatography, plot_chromatogram
-from ..analysis.locality_maps import locality_maps, pixel_indices, plot_locality_maps
+from ..analysis.resolution import chromatography, plot_chromatogram
+from ..analysis.locality import locality_maps, pixel_indices, plot_locality_maps
 from ..analysis.teleport import plot_teleportation, teleportation
 from ..analysis.trajectory import plot_trajectory_geometry, trajectory_geometry
 from ..bench.run import reference_for

@@ -87,6 +87,15 @@ def _open(path):
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file; create it with est.save(path) or "
                                 "`analytic-denoisers fit ... --out PATH`")
+    if path.is_dir():
+        raise FileFormatError(f"{path}: a folder, not a file saved by this package; a diffusers pipeline "
+                              "folder is read by NetworkDenoiser.from_diffusers(path) (and by `bench --reference`)")
+    if not h5py.is_hdf5(path):
+        raise FileFormatError(
+            f"{path}: not an HDF5 file, so not a denoiser saved by this package (est.save writes HDF5)"
+            + ("; it may be truncated or corrupt" if path.suffix in (".h5", ".hdf5") else
+               "; a network's own weights (.pt, .safetensors, ...) are used by wrapping the loaded network "
+               "in NetworkDenoiser") + f"; {REBUILD}")
     try:
         f = h5py.File(path, "r")
     except OSError as err:

@@ -64,8 +64,14 @@ def test_truncated_file_fails_cleanly(saved, tmp_path):
 def test_non_hdf5_and_foreign_files_fail_cleanly(tmp_path):
     junk = tmp_path / "junk.h5"
     junk.write_bytes(b"not an hdf5 file at all")
-    with pytest.raises(io.FileFormatError, match="junk.h5.*not a readable HDF5"):
+    with pytest.raises(io.FileFormatError, match="junk.h5: not an HDF5 file.*may be truncated or corrupt"):
         ad.load(junk)
+    weights = tmp_path / "model.pt"  # a network's own weights: say how such a network is used
+    torch.save({"w": torch.zeros(2)}, weights)
+    with pytest.raises(io.FileFormatError, match="model.pt: not an HDF5 file.*wrapping the loaded network in NetworkDenoiser"):
+        ad.load(weights)
+    with pytest.raises(io.FileFormatError, match="a folder.*NetworkDenoiser.from_diffusers"):
+        ad.load(tmp_path)
     foreign = tmp_path / "foreign.h5"
     with h5py.File(foreign, "w") as f:
         f["x"] = [1, 2, 3]

@@ -1,5 +1,6 @@
 """The package installs like a package: its wheel carries the shipped data (the default dataset,
-its MIT licence and the reference UNet) as package data, copied from the one copy in ``data/``.
+its MIT licence and the reference UNet) and the shipped protocol files as package data, copied
+from the one copy in ``data/`` and ``benchmarks/protocols/``.
 
 The wheel is built from a copy of the checkout (so that the build leaves no ``build/`` behind)
 without build isolation, with the setuptools of this environment (the ``test`` extra asks for
@@ -20,8 +21,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "data"
+PROTOCOLS = ROOT / "benchmarks" / "protocols"
 SOURCES = ("setup.cfg", "pyproject.toml", "MANIFEST.in", "README.md", "LICENSE",
-           "analytic_denoisers", "data")
+           "analytic_denoisers", "data", "benchmarks/protocols")
 
 
 def shipped_files():
@@ -29,7 +31,8 @@ def shipped_files():
     sums = (DATA / "fashion-mnist-default" / "SHA256SUMS").read_text().split()[1::2]
     files = {f"fashion-mnist-default/{name.lstrip('*')}" for name in sums}
     files |= {"fashion-mnist-default/SHA256SUMS", "unet-default.h5", "LICENSE-fashion-mnist"}
-    return {f"analytic_denoisers/_data/{name}": DATA / name for name in sorted(files)}
+    shipped = {f"analytic_denoisers/_data/{name}": DATA / name for name in sorted(files)}
+    return shipped | {f"analytic_denoisers/_data/protocols/{p.name}": p for p in sorted(PROTOCOLS.glob("*.json"))}
 
 
 def sha256(data):
@@ -72,7 +75,7 @@ def test_wheel_ships_the_data(wheel):
             assert not stat.S_ISLNK(archive.getinfo(member).external_attr >> 16), f"{member} is a link"
             assert sha256(archive.read(member)) == sha256(source.read_bytes()), member
         data = {n for n in names if n.startswith("analytic_denoisers/_data/")}
-        assert data == set(shipped_files()), "only the shipped files, nothing else from data/"
+        assert data == set(shipped_files()), "only the shipped files, nothing else from data/ or benchmarks/"
         assert [n for n in names if ".dist-info/" in n and n.endswith("/LICENSE-fashion-mnist")]
         assert not [n for n in names if n.startswith("data/") or n.endswith("build_default.py")]
 
@@ -85,13 +88,15 @@ def test_installed_wheel_finds_the_data_outside_the_clone(wheel, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("ANALYTIC_DENOISERS_")}
     env["PYTHONPATH"] = str(site)  # ahead of this environment's (editable) install
     code = ("import analytic_denoisers as ad; from analytic_denoisers import bench; "
-            "print(ad.__file__, ad.datasets.DEFAULT_DIR, bench.protocol.DEFAULT_REFERENCE, sep='\\n'); "
+            "print(ad.__file__, ad.datasets.DEFAULT_DIR, bench.protocol.DEFAULT_REFERENCE, "
+            "bench.protocol.PROTOCOLS_DIR, sep='\\n'); "
             "print(tuple(ad.datasets.load('default', 'test').shape)); "
-            "print(type(ad.load(bench.reference_path(bench.make_protocol()))).__name__)")
+            "print(type(ad.load(bench.reference_path(bench.make_protocol()))).__name__); "
+            "print(bench.make_protocol(path='lukoianov-ddim10')['sampling']['schedule'])")
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env,
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    *paths, shape, reference = result.stdout.splitlines()
+    *paths, shape, reference, schedule = result.stdout.splitlines()
     for path in paths:
         assert Path(path).resolve().is_relative_to(site.resolve()), path
-    assert shape == "(1000, 1, 28, 28)" and reference == "UNetDenoiser"
+    assert shape == "(1000, 1, 28, 28)" and reference == "UNetDenoiser" and schedule == "vp"

@@ -10,8 +10,7 @@ from ..core.batching import in_batches
 from ..core.files import to_jsonable
 from ..core.fingerprint import data_fingerprint
 from ..core.noise import seeded_noise
-from ..core.contract import as_denoise_fn
-from ..sampling.samplers import sample, sample_ddim_vp
+from ..sampling.samplers import CountingDenoiser, sample, sample_ddim_vp
 from ..scales.rules import snr_resolution_schedule
 from .measure import PeakMemory, environment, timed
 from .protocol import make_protocol, reference_path, sampling_grid
@@ -30,19 +29,19 @@ def _denoise_batches(den, x, sigma, batch_size, device):
     return in_batches(call, x, sigma, batch_size), seconds
 
 
-class _StepInputs:
+class _StepInputs(CountingDenoiser):
     """A denoiser that counts its calls (``.calls``) and keeps the input ``(x, sigma)`` of the
     first call of each step (``.inputs``): the state a step starts from, in VE coordinates."""
 
     def __init__(self, denoiser):
-        self.fn, self.calls, self.inputs, self._new_step = as_denoise_fn(denoiser, None), 0, [], True
+        super().__init__(denoiser)
+        self.inputs, self._new_step = [], True
 
     def __call__(self, x, sigma):
-        self.calls += 1
         if self._new_step:
             self.inputs.append((x, sigma))
             self._new_step = False
-        return self.fn(x, sigma)
+        return super().__call__(x, sigma)
 
     def next_step(self):
         self._new_step = True

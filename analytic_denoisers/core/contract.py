@@ -20,6 +20,10 @@ from .batching import groups
 from .fingerprint import SUMMARY, data_summary, merge_summaries
 from .validation import as_images, as_labels, as_sigma, as_training_images, check_params
 
+# Computed in float32 and returned in their own dtype: in half precision a softmax's exp
+# overflows (float16 ends at 65504) and squared distances keep 3 significant digits.
+HALF_PRECISION = (torch.float16, torch.bfloat16)
+
 
 def append_dims(t, ndim):
     """Append singleton dimensions to ``t`` until it has ``ndim`` dimensions (k-diffusion)."""
@@ -74,10 +78,13 @@ class DenoiserMixin:
 
         Returns
         -------
-        Tensor of shape (N, C, H, W), with the device and dtype of ``x``.
+        Tensor of shape (N, C, H, W), with the device and dtype of ``x``. A float16 or bfloat16
+        ``x`` is denoised in float32 and the result rounded to its dtype.
         """
         self._check_fitted()
         x = as_images(x, image_shape=self.image_shape_)
+        if x.dtype in HALF_PRECISION:
+            return self.denoise(x.float(), sigma, y).to(x.dtype)
         sigma = as_sigma(sigma, x)
         y = self._check_y(y, x)
         return self._denoise(x, sigma, y)
@@ -87,18 +94,21 @@ class DenoiserMixin:
 
     def score(self, x, sigma, y=None):
         """Diffusion score ``grad_x log p_sigma(x) = (D(x, sigma) - x) / sigma**2``, shape of x."""
-        x, s, d = self._with_denoised(x, sigma, y)
-        return (d - x) / s**2
+        x, s, d, dtype = self._with_denoised(x, sigma, y)
+        return ((d - x) / s**2).to(dtype)
 
     def eps(self, x, sigma, y=None):
         """Noise estimate ``(x - D(x, sigma)) / sigma``, shape of x."""
-        x, s, d = self._with_denoised(x, sigma, y)
-        return (x - d) / s
+        x, s, d, dtype = self._with_denoised(x, sigma, y)
+        return ((x - d) / s).to(dtype)
 
     def _with_denoised(self, x, sigma, y):
-        d = self.denoise(x, sigma, y)
+        """``(x, sigma as (N, 1, ...), D(x, sigma), dtype of the result)``, in float32 for half x."""
         x = torch.as_tensor(x)
-        return x, append_dims(as_sigma(sigma, x), x.dim()), d
+        dtype = x.dtype
+        if dtype in HALF_PRECISION:
+            x = x.float()
+        return x, append_dims(as_sigma(sigma, x), x.dim()), self.denoise(x, sigma, y), dtype
 
     def save(self, path):
         """Write the fitted denoiser to ``path`` (HDF5, atomic); ``ad.load(path)`` reads it back."""

@@ -236,6 +236,8 @@ def as_sigma(sigma, x):
         Gives N, the dtype and the device.
     """
     n = x.shape[0]
+    if isinstance(sigma, (bool, np.bool_)) or (isinstance(sigma, torch.Tensor) and sigma.dtype == torch.bool):
+        raise ValueError(f"sigma must be a number or a tensor of numbers, got {sigma!r}")
     sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device)
     if sigma.dim() == 0 or tuple(sigma.shape) == (1,):
         sigma = sigma.reshape(()).expand(n)
@@ -256,6 +258,8 @@ def as_sigma(sigma, x):
 
 def as_level(sigma):
     """One positive, finite noise level as a Python float."""
+    if isinstance(sigma, (bool, np.bool_)):
+        raise ValueError(f"sigma must be one number, got {sigma!r}")
     try:
         level = float(sigma)
     except (TypeError, ValueError, RuntimeError):

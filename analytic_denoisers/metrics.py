@@ -6,10 +6,14 @@ R², MSE and explained variance and the median of Pearson r over images). An ima
 reference is constant has no R² or r: those entries are NaN, never a silent 0 or 1.
 """
 
+import math
+import statistics
 from typing import Callable, NamedTuple
 
 import numpy as np
 import torch
+
+from .core.noise import seeded_noise
 
 
 def _flat(a, b):
@@ -84,6 +88,30 @@ def summarise(a, b):
         values = values.cpu().numpy()
         out[name] = float(np.nanmean(values) if how == "mean" else np.nanmedian(values))
     return out
+
+
+def denoising_scorer(sigma, seed=0):
+    """A scikit-learn scorer for model selection of denoisers (``GridSearchCV(...,
+    scoring=denoising_scorer([0.1, 0.5, 2.0]))``): minus the mean denoising MSE on the held-out
+    images, ``-mean_i mse(D(x0_i + sigma eps_i, sigma), x0_i)`` averaged over the sigmas, with
+    per-image seeded noise (seeds ``seed + i``) so that every candidate sees the same noise.
+    Higher is better. Labels ``y``, when the search passes them, condition the denoiser.
+
+    Parameters
+    ----------
+    sigma : float or list of floats, the noise levels
+    seed : int, the noise seed of the first image
+    """
+    sigmas = [float(s) for s in (sigma if isinstance(sigma, (list, tuple)) else [sigma])]
+    if not sigmas or not all(math.isfinite(s) and s > 0 for s in sigmas):
+        raise ValueError(f"sigma must be a positive number or a list of them, got {sigma!r}")
+
+    def scorer(estimator, X, y=None):
+        x0 = torch.as_tensor(np.asarray(X) if not isinstance(X, torch.Tensor) else X)
+        eps = seeded_noise(range(seed, seed + len(x0)), x0.shape[1:], dtype=x0.dtype, device=x0.device)
+        return -statistics.mean(float(mse(estimator.denoise(x0 + s * eps, s, y), x0).mean()) for s in sigmas)
+
+    return scorer
 
 
 def quartiles(values, dim=-1):

@@ -92,8 +92,16 @@ class DenoiserMixin:
     def __call__(self, x, sigma, y=None):
         return self.denoise(x, sigma, y=y)
 
-    def score(self, x, sigma, y=None):
-        """Diffusion score ``grad_x log p_sigma(x) = (D(x, sigma) - x) / sigma**2``, shape of x."""
+    def score(self, x, sigma=None, y=None):
+        """Diffusion score ``grad_x log p_sigma(x) = (D(x, sigma) - x) / sigma**2``, shape of x.
+
+        Not scikit-learn's model score: model selection (``GridSearchCV``) needs
+        ``scoring=ad.metrics.denoising_scorer(sigma)``; without it, a TypeError says so.
+        """
+        if sigma is None:
+            raise TypeError(f"{type(self).__name__}.score(x, sigma) is the diffusion score grad log p_sigma(x) and "
+                            "needs sigma; it is not a model score: to compare hyper-parameters (GridSearchCV, "
+                            "cross_val_score) pass scoring=analytic_denoisers.metrics.denoising_scorer(sigma)")
         x, s, d, dtype = self._with_denoised(x, sigma, y)
         return ((d - x) / s**2).to(dtype)
 

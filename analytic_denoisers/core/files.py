@@ -7,9 +7,11 @@ results files and checkpoints all go through it. :func:`shown_path` is how resul
 path.
 """
 
+import glob
 import json
 import math
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -26,22 +28,48 @@ def _read_umask():
 _UMASK = _read_umask()  # read once: os.umask can only be read by setting it, process-wide
 
 
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):  # another user's process, or no such pid at all
+        return True
+    return True
+
+
+def _remove_stale_temporaries(path):
+    """Delete the temporary files of earlier writes of ``path`` whose process is gone (a save
+    killed between writing and renaming); a write in progress elsewhere keeps its file."""
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        pid = tmp.name[len(path.name) + 2:].split(".", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+
+
 def atomic_write(path, write):
     """Call ``write(tmp)`` on a temporary file beside ``path``, flush it to disk, then rename it
     over ``path``: readers see the old file or the complete new one, never a partial write.
 
+    A symlink at ``path`` is kept and its target written; an existing file keeps its permission
+    bits (a new one gets the umask's); temporary files of writes whose process was killed are
+    removed.
+
     Returns ``path`` as a Path.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    target = Path(os.path.realpath(path)) if path.is_symlink() else path
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temporaries(target)
+    mode = stat.S_IMODE(target.stat().st_mode) if target.is_file() else 0o666 & ~_UMASK
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
     try:
         write(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes the file private: give it the usual permissions
-        os.replace(tmp, path)
+        os.chmod(tmp, mode)  # mkstemp makes the file private
+        os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -28,6 +28,25 @@ class CountingDenoiser:
         return self.fn(x, sigma)
 
 
+def _checked_denoise_fn(denoiser, y):
+    """:func:`as_denoise_fn`, with a clear error as soon as the denoiser returns something other
+    than finite images of the shape of ``x`` (instead of a broadcasting error, or NaN carried
+    silently to the samples)."""
+    fn = as_denoise_fn(denoiser, y)
+
+    def denoise(x, sigma):
+        out = fn(x, sigma)
+        if not isinstance(out, torch.Tensor) or out.shape != x.shape:
+            got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ValueError(f"the denoiser returned {got} at sigma = {sigma:g} for x of shape {tuple(x.shape)}; "
+                             "it must return D(x, sigma), a tensor of the shape of x")
+        if not bool(torch.isfinite(out).all()):
+            raise ValueError(f"the denoiser returned NaN or Inf at sigma = {sigma:g}; sampling stopped there")
+        return out
+
+    return denoise
+
+
 def _report(callback, **info):
     if callback is not None:
         callback(info)
@@ -36,7 +55,7 @@ def _report(callback, **info):
 @torch.no_grad()
 def sample_euler(denoiser, x, sigmas, *, y=None, callback=None):
     """First-order Euler steps ``x <- x + (sigma_next - sigma) (x - D(x, sigma)) / sigma``."""
-    denoise, sigmas = as_denoise_fn(denoiser, y), check_sigmas(sigmas).tolist()
+    denoise, sigmas = _checked_denoise_fn(denoiser, y), check_sigmas(sigmas).tolist()
     for i, (sigma, sigma_next) in enumerate(zip(sigmas[:-1], sigmas[1:])):
         denoised = denoise(x, sigma)
         x_next = x + (sigma_next - sigma) * (x - denoised) / sigma
@@ -51,7 +70,7 @@ def sample_heun(denoiser, x, sigmas, *, y=None, callback=None):
 
     Costs two denoiser calls per step except the last step to sigma = 0, which is an Euler step.
     """
-    denoise, sigmas = as_denoise_fn(denoiser, y), check_sigmas(sigmas).tolist()
+    denoise, sigmas = _checked_denoise_fn(denoiser, y), check_sigmas(sigmas).tolist()
     for i, (sigma, sigma_next) in enumerate(zip(sigmas[:-1], sigmas[1:])):
         denoised = denoise(x, sigma)
         slope = (x - denoised) / sigma  # dx/dsigma at sigma
@@ -106,7 +125,7 @@ def sample_ddim_vp(denoiser, x_t, alpha_bars, *, alpha_bars_next=None, clip_deno
     if clip_denoised is not None:
         check_scalar(clip_denoised, "clip_denoised", Interval(float, 0, closed="neither"))
     sigmas, sigmas_next = sigma_from_alpha_bar(alpha_bars).tolist(), sigma_from_alpha_bar(alpha_bars_next).tolist()
-    denoise = as_denoise_fn(denoiser, y)
+    denoise = _checked_denoise_fn(denoiser, y)
     for i, (a, a_next) in enumerate(zip(alpha_bars.tolist(), alpha_bars_next.tolist())):
         denoised = denoise(x_t / math.sqrt(a), sigmas[i])  # the VE denoiser through the bridge
         eps = (x_t - math.sqrt(a) * denoised) / math.sqrt(1 - a)

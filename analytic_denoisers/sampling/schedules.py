@@ -70,8 +70,10 @@ def karras(n, sigma_min=0.002, sigma_max=80.0, rho=7.0):
     Tensor of shape (n + 1,), float64.
     """
     _check_n(n)
-    if not 0 < sigma_min <= sigma_max:
-        raise ValueError(f"need 0 < sigma_min <= sigma_max, got {sigma_min}, {sigma_max}")
+    for name, value in (("sigma_min", sigma_min), ("sigma_max", sigma_max), ("rho", rho)):
+        check_scalar(value, name, Interval(float, 0, closed="neither"))
+    if not sigma_min <= sigma_max:
+        raise ValueError(f"need sigma_min <= sigma_max, got {sigma_min}, {sigma_max}")
     ramp = torch.linspace(0, 1, n, dtype=torch.float64)
     lo, hi = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
     return _append_zero((hi + ramp * (lo - hi)) ** rho)

@@ -83,3 +83,12 @@ def test_invalid_schedules_are_rejected(bad):
     den = ad.GaussianDenoiser().fit(tiny_images(5))
     with pytest.raises(ValueError, match="sigmas"):
         ad.sample(den, randn(1, 1, 6, 6, seed=205), torch.tensor(bad))
+
+
+@pytest.mark.parametrize("method", ["euler", "heun", "ddim"])
+def test_a_denoiser_returning_a_wrong_shape_or_nan_is_named(method):
+    noise, sigmas = torch.randn(2, 1, 4, 4, dtype=torch.float64), ad.schedules.karras(3, 0.1, 10.0)
+    with pytest.raises(ValueError, match=r"returned \(2, 1, 2, 4\) at sigma = 10 for x of shape \(2, 1, 4, 4\)"):
+        ad.sample(lambda x, sigma: x[:, :, :2], noise, sigmas, method)
+    with pytest.raises(ValueError, match="returned NaN or Inf at sigma = 10"):
+        ad.sample(lambda x, sigma: x * float("nan"), noise, sigmas, method)

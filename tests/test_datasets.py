@@ -229,6 +229,7 @@ def test_imagefolder_errors(tmp_path):
 def test_missing_dataset_lists_searched_places(tmp_path, monkeypatch, name, hint):
     env = tmp_path / "env"
     monkeypatch.setenv(datasets.DATA_ENV, str(env))
+    (tmp_path / "root").mkdir()  # a root that does not exist is an error of its own
     with pytest.raises(datasets.DatasetNotFoundError) as info:
         datasets.load(name, root=tmp_path / "root")
     message = str(info.value)

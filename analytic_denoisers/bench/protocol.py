@@ -124,6 +124,10 @@ def _check_protocol(p):
     stray = set(p["params"]) - set(registry.METHODS)
     if stray:
         raise ValueError(f"params given for unknown methods {sorted(stray)}")
+    for method, params in p["params"].items():
+        unknown = sorted(set(params) - set(registry.METHODS[method]().get_params()))
+        if unknown:
+            raise ValueError(f"unknown hyper-parameters {unknown} of {method} in params")
     check_scalar(p["train_limit"], "train_limit", POSITIVE_INT, None)
     for key in ("sigma_min", "sigma_max", "rho"):
         check_scalar(p["sampling"][key], f"sampling.{key}", POSITIVE)

@@ -39,8 +39,14 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError) as err:  # bad input, named by the library
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # the file system: permissions, a full disk
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
     finally:
         torch.set_num_threads(threads)  # main may run in-process (tests): leave the process as it was

@@ -122,7 +122,7 @@ def _locality_arguments(p):
                    help="comma-separated sigmas (default 0.05,0.2,0.5,1,2)")
     p.add_argument("--pixels", type=options.pixel_list, default=[(14, 14), (7, 20), (20, 9)],
                    help="comma-separated row:col output pixels (default 14:14,7:20,20:9)")
-    p.add_argument("--threshold", type=float, help="PCA-locality mask threshold (default: the dataset's)")
+    p.add_argument("--threshold", type=options.unit_interval, help="PCA-locality mask threshold (default: the dataset's)")
     p.add_argument("--seed", type=int, default=0, help="seed of the noise (image i: SEED + i)")
 
 
@@ -192,7 +192,7 @@ def add_parser(sub):
             options.add_sampling(q, n=spec.n, steps=spec.steps)
         spec.add_arguments(q)
         options.add_device(q)
-        options.add_output(q, "output folder", default=f"out/analysis/{name}")
+        options.add_output(q, "output folder", kind="folder", default=f"out/analysis/{name}")
         q.set_defaults(func=run)
 
 

@@ -47,7 +47,7 @@ def add_parser(sub):
     gate.add_argument("--gate-images", type=options.positive_int, help="held-out test images (default 500)")
     gate.add_argument("--gate-sigmas", type=options.number_list(float), help="comma-separated sigmas (default 0.05,...,5)")
     options.add_device(p)
-    options.add_output(p, "output folder", default="out/bench")
+    options.add_output(p, "output folder", kind="folder", default="out/bench")
     p.set_defaults(func=run)
 
 

@@ -19,8 +19,9 @@ def add_parser(sub):
 
 
 def run(args):
-    X, y = options.load_data(args, return_labels=True)
     est = registry.make(args.method, dataset=args.dataset, **dict(args.param))
+    est._check_params()  # a bad hyper-parameter is refused before the data is read
+    X, y = options.load_data(args, return_labels=True)
     print(f"fitting {est!r} on {args.dataset}/{args.split}: {tuple(X.shape)}", file=sys.stderr)
     est.fit(X.to(options.device(args.device)), y if args.labels else None)
     if args.labels and est.classes_ is None:

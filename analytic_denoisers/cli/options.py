@@ -2,7 +2,10 @@
 
 import argparse
 import json
+import math
+import os
 import shlex
+from pathlib import Path
 
 import torch
 
@@ -61,6 +64,56 @@ def pixel_list(text):
     if not pairs or any(len(p) != 2 for p in pairs):
         raise argparse.ArgumentTypeError(f"expected comma-separated row:col pairs, got {text!r}")
     return pairs
+
+
+def unit_interval(text):
+    """argparse type: a number in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text}")
+    return value
+
+
+def device_name(text):
+    """argparse type: a torch device that this machine has (``cpu``, ``cuda``, ``cuda:1``, ``mps``)."""
+    try:
+        found = torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a torch device (cpu, cuda, cuda:1, mps, ...)") from None
+    if found.type == "cuda" and not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(f"{text!r}: this torch ({torch.__version__}) has no CUDA device")
+    if found.type == "cuda" and (found.index or 0) >= torch.cuda.device_count():
+        raise argparse.ArgumentTypeError(f"{text!r}: only {torch.cuda.device_count()} CUDA device(s)")
+    if found.type == "mps" and not torch.backends.mps.is_available():
+        raise argparse.ArgumentTypeError(f"{text!r}: MPS is not available here")
+    return text
+
+
+def _nearest_existing(path):
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def output_path(kind):
+    """argparse type: where a ``kind`` ("file" or "folder") will be written, checked before any
+    work: not an existing folder (file), below no file, in a writable place."""
+    def parse(text):
+        path = Path(text).expanduser()
+        wrong = path.is_dir() if kind == "file" else path.exists() and not path.is_dir()
+        if wrong:
+            raise argparse.ArgumentTypeError(f"{text}: an existing {'folder' if kind == 'file' else 'file'}; "
+                                             f"expected a {kind} to write")
+        existing = _nearest_existing(path.parent if kind == "file" else path)
+        if not existing.is_dir():
+            raise argparse.ArgumentTypeError(f"{text}: {existing} is a file, so nothing can be written below it")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise argparse.ArgumentTypeError(f"{text}: {existing} is not writable")
+        return text
+    return parse
 
 
 def device(name):
@@ -125,7 +178,7 @@ def add_reference(parser):
 
 def add_device(parser):
     """--device and --threads."""
-    parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument("--device", type=device_name, help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--threads", type=positive_int,
                         help="torch CPU threads (default: torch's; on a loaded machine 1 can be far faster)")
 
@@ -137,8 +190,9 @@ def add_params(parser, example, *, per_method=False):
                         help=f"hyper-parameter, e.g. --param {example} (repeatable)")
 
 
-def add_output(parser, help, *, default=None):
-    parser.add_argument("-o", "--out", required=default is None, default=default,
+def add_output(parser, help, *, kind="file", default=None):
+    """-o / --out: a ``kind`` ("file" or "folder") to write, checked when the command line is read."""
+    parser.add_argument("-o", "--out", type=output_path(kind), required=default is None, default=default,
                         help=help + ("" if default is None else f" (default {default})"))
 
 

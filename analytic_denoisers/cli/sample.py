@@ -20,7 +20,7 @@ def add_parser(sub):
     p.add_argument("model", help=".h5 file written by `fit`")
     options.add_sampling(p, n=64, steps=18)
     p.add_argument("--label", type=int, help="class label for conditional models (default: cycle)")
-    p.add_argument("--nrow", type=int, default=8, help="images per grid row")
+    p.add_argument("--nrow", type=options.positive_int, default=8, help="images per grid row")
     p.add_argument("--scale", type=int, default=2, help="pixel enlargement of the PNG")
     options.add_device(p)
     options.add_output(p, "output PNG (the .npy goes beside it)", default="samples.png")

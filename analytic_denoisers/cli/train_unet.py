@@ -22,7 +22,8 @@ def add_parser(sub):
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast (about 2x faster on CPU)")
     p.add_argument("--seed", type=int, default=0, help="seeds weights, batches and noise (default 0)")
     options.add_params(p, "base_channels=64")
-    p.add_argument("--checkpoint", help="training checkpoint (default: OUT with suffix .ckpt)")
+    p.add_argument("--checkpoint", type=options.output_path("file"),
+                   help="training checkpoint (default: OUT with suffix .ckpt)")
     p.add_argument("--checkpoint-every", type=options.positive_int, default=250, help="steps (default 250)")
     options.add_device(p)
     options.add_output(p, "output .h5 file (EMA weights)")
@@ -30,7 +31,6 @@ def add_parser(sub):
 
 
 def run(args):
-    X = options.load_data(args)
     params = {**dict(steps=args.steps, batch_size=args.batch_size, lr=args.lr, bf16=args.bf16,
                      random_state=args.seed), **dict(args.param)}
     known = UNetDenoiser().get_params()
@@ -38,13 +38,21 @@ def run(args):
     if unknown:
         raise ValueError(f"unknown UNetDenoiser hyper-parameters {unknown}; known: {sorted(known)}")
     est = UNetDenoiser(**params)
+    est._check_params()
+    X = options.load_data(args)
     out = Path(args.out)
     checkpoint = Path(args.checkpoint) if args.checkpoint else out.with_name(out.stem + ".ckpt")
     device = options.device(args.device)
     action = "resuming from" if checkpoint.exists() else "checkpoints in"
     print(f"training {est!r} on {args.dataset}/{args.split}: {tuple(X.shape)} on {device}; "
           f"{action} {checkpoint}, loss log {log_path(checkpoint)}", file=sys.stderr)
-    est.fit(X.to(device), checkpoint=checkpoint, checkpoint_every=args.checkpoint_every, progress=True)
+    try:
+        est.fit(X.to(device), checkpoint=checkpoint, checkpoint_every=args.checkpoint_every, progress=True)
+    except KeyboardInterrupt:
+        print("\ninterrupted: " + (f"the training state is saved in {checkpoint}; run the same command to resume"
+                                   if checkpoint.exists() else "before the first training step, nothing was saved"),
+              file=sys.stderr)
+        return 130
     est.save(out)
     print(f"wrote {out} ({est.n_steps_} steps, final logged loss {est.loss_log_[-1, 1]:.4f})")
     return 0

@@ -104,12 +104,16 @@ def _open(path):
     if f.attrs.get("format") != FORMAT:
         f.close()
         raise FileFormatError(f"{path}: an HDF5 file, but not one written by analytic_denoisers")
-    raw = f.attrs.get("schema_version", -1)
+    raw = f.attrs.get("schema_version")
     try:
         version = int(raw)
     except (TypeError, ValueError):
         f.close()
-        raise FileFormatError(f"{path}: unreadable schema_version {raw!r}") from None
+        raise FileFormatError(f"{path}: {'no' if raw is None else 'an unreadable'} schema_version"
+                              f"{'' if raw is None else ' ' + repr(raw)}; {REBUILD}") from None
+    if version < 1:
+        f.close()
+        raise FileFormatError(f"{path}: schema_version {version} does not exist; {REBUILD}")
     if version > SCHEMA_VERSION:
         f.close()
         raise FileFormatError(f"{path}: written with schema version {version} by a newer "
@@ -135,13 +139,52 @@ def info(path):
     return meta
 
 
-def read(path, object_hook=None):
-    """The class name, parameters and fitted state stored in ``path``.
+# A stored array may expand to at most this many times its bytes on disk (gzip of real images
+# gains 1.5-10x; 1000x is what gzip reaches on constant data): a file cannot make load allocate
+# far more memory than it takes.
+MAX_EXPANSION = 100
+
+
+def _check_datasets(path, f, fitted_state):
+    """Everything about the stored arrays that can be checked before reading them."""
+    state = f["state"]
+    unknown = sorted((set(state) | set(json.loads(state.attrs["scalars"]))) - set(fitted_state or ()))
+    if fitted_state is not None and unknown:
+        raise FileFormatError(f"{path}: unknown fitted state {unknown}; {REBUILD}")
+    meta = {k: f.attrs[k] for k in ("image_shape", "n_samples")}
+    image_shape = tuple(int(v) for v in np.atleast_1d(meta["image_shape"]))
+    n_samples = int(meta["n_samples"])
+    if len(image_shape) != 3 or min(image_shape) < 1 or n_samples < 1:
+        raise FileFormatError(f"{path}: image_shape {image_shape} and n_samples {n_samples} are not an image set")
+    for key, ds in state.items():
+        if not isinstance(ds, h5py.Dataset) or ds.dtype.kind not in "biuf" or ds.attrs.get("kind") not in ("tensor", "ndarray"):
+            raise FileFormatError(f"{path}: state/{key} is not a numeric array of this package; {REBUILD}")
+        stored = ds.id.get_storage_size()
+        if ds.compression is None and stored < ds.nbytes or ds.nbytes > MAX_EXPANSION * max(stored, 1) + (1 << 20):
+            raise FileFormatError(f"{path}: state/{key} declares {ds.nbytes} bytes {tuple(ds.shape)} but stores "
+                                  f"{stored}: a truncated or forged file, not read; {REBUILD}")
+    if "data_" in state and tuple(state["data_"].shape) != (n_samples, *image_shape):
+        raise FileFormatError(f"{path}: data_ has shape {tuple(state['data_'].shape)}, but the file describes "
+                              f"{n_samples} images of shape {image_shape}; {REBUILD}")
+
+
+def read_class(path):
+    """The class name stored in ``path`` (after the checks of the file's format and schema)."""
+    with _open(path) as f:
+        if "class" not in f.attrs:
+            raise FileFormatError(f"{path}: truncated or corrupt contents (no class); {REBUILD}")
+        return str(f.attrs["class"])
+
+
+def read(path, object_hook=None, fitted_state=None):
+    """The class name, parameters and fitted state stored in ``path``, checked before use.
 
     Parameters
     ----------
     path : str or Path
     object_hook : passed to ``json.loads`` for the parameters (rebuilds schedules)
+    fitted_state : names of the fitted attributes the file may hold, optional (any others are an
+        error)
 
     Returns
     -------
@@ -151,18 +194,29 @@ def read(path, object_hook=None):
     Raises
     ------
     FileNotFoundError if the file does not exist; FileFormatError (a ValueError) if it is not a
-    complete analytic_denoisers file or was written by a newer schema.
+    complete analytic_denoisers file, was written by a newer schema, or its contents contradict
+    its metadata: unknown state, arrays that are not numeric, hold less than they declare or
+    would expand far beyond the file (checked before reading them), training images of another
+    shape or count than the file says, NaN or Inf values.
     """
     with _open(path) as f:
         try:
             name = str(f.attrs["class"])
             params = json.loads(f.attrs["params"], object_hook=object_hook)
+            if not isinstance(params, dict):
+                raise ValueError(f"params must be a JSON object, got {type(params).__name__}")
+            _check_datasets(path, f, fitted_state)
             state = json.loads(f["state"].attrs["scalars"])
             for key, ds in f["state"].items():
                 array = ds[()]
+                if array.dtype.kind == "f" and not np.isfinite(array).all():
+                    raise FileFormatError(f"{path}: state/{key} holds NaN or Inf values; {REBUILD}")
                 state[key] = torch.from_numpy(array) if ds.attrs["kind"] == "tensor" else array
             state["image_shape_"] = tuple(state["image_shape_"])
             state["value_range_"] = tuple(state["value_range_"])
-        except (KeyError, OSError, ValueError, TypeError) as err:
-            raise FileFormatError(f"{path}: truncated or corrupt contents ({err}); {REBUILD}") from None
+        except FileFormatError:
+            raise
+        except (KeyError, OSError, ValueError, TypeError, MemoryError) as err:
+            raise FileFormatError(f"{path}: truncated or corrupt contents ({type(err).__name__}: {err}); "
+                                  f"{REBUILD}") from None
     return name, params, state

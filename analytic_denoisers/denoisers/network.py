@@ -69,6 +69,7 @@ class NetworkDenoiser(DenoiserMixin, BaseEstimator):
 
     classes_ = None
     _not_saved = ("network",)  # constructor arguments a saved file does not hold: pass them to ad.load
+    _fitted_state = DenoiserMixin._fitted_state + ("classes_",)
     _parameter_constraints = {
         "network": [Callable("a torch.nn.Module or a callable network(x_in, time)")],
         "parameterization": [Options(*PARAMETERIZATIONS)],

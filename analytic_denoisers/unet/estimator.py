@@ -51,7 +51,7 @@ class UNetDenoiser(DenoiserMixin, BaseEstimator):
     loss_log_ : ndarray of shape (K, 4), rows (step, mean loss since the previous row, lr, seconds)
     """
 
-    _fitted_state = DenoiserMixin._fitted_state + ("weights_", "n_steps_", "loss_log_")
+    _fitted_state = DenoiserMixin._fitted_state + ("weights_", "n_steps_", "loss_log_", "classes_")
     _parameter_constraints = {
         "base_channels": [Interval(int, 1, multiple_of=8)], "channel_mult": [Sequence(POSITIVE_INT)],
         "num_res_blocks": [POSITIVE_INT], "attention": [BOOLEAN], "sigma_data": [POSITIVE],

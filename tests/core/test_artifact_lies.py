@@ -40,7 +40,7 @@ def test_a_file_cannot_declare_more_than_it_holds(tmp_path):
             replace(f, "data_", (n, 1, 4, 4))
             f.attrs["n_samples"] = n
         forge(path, lie)
-        with pytest.raises(FileFormatError, match=f"emp.h5: state/data_ declares .* but stores"):
+        with pytest.raises(FileFormatError, match="emp.h5: state/data_ declares .* but stores"):
             ad.load(path)
 
 

@@ -238,7 +238,10 @@ def as_sigma(sigma, x):
     n = x.shape[0]
     if isinstance(sigma, (bool, np.bool_)) or (isinstance(sigma, torch.Tensor) and sigma.dtype == torch.bool):
         raise ValueError(f"sigma must be a number or a tensor of numbers, got {sigma!r}")
-    sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device)
+    try:
+        sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device)
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(f"sigma must be a number or a tensor of shape ({n},), got {sigma!r}") from None
     if sigma.dim() == 0 or tuple(sigma.shape) == (1,):
         sigma = sigma.reshape(()).expand(n)
     elif tuple(sigma.shape) != (n,):

@@ -42,11 +42,16 @@ def make(name, dataset=None, **params):
     """
     if name not in METHODS:
         raise ValueError(f"unknown method {name!r}; choose one of {sorted(METHODS)}")
-    known = inspect.signature(METHODS[name]).parameters
-    unknown = sorted(set(params) - set(known))
-    if unknown:
-        raise ValueError(f"unknown hyper-parameters {unknown} of {name}; known: {sorted(known)}")
+    check_param_names(METHODS[name], params, name)
     return METHODS[name](**{**DATASET_DEFAULTS.get((name, dataset), {}), **params})
+
+
+def check_param_names(cls, names, what=None):
+    """ValueError naming the hyper-parameters in ``names`` that ``cls`` does not have."""
+    known = inspect.signature(cls).parameters
+    unknown = sorted(set(names) - set(known))
+    if unknown:
+        raise ValueError(f"unknown hyper-parameters {unknown} of {what or cls.__name__}; known: {sorted(known)}")
 
 
 def _restore_tuples(cls, params):
@@ -84,7 +89,9 @@ def load(path, *, classes=(), verify=True, **params):
     cls = known.get(name)
     if cls is None:
         raise FileFormatError(f"{path}: unknown denoiser class {name!r}; known: {sorted(known)}")
-    _, saved, state = read(path, object_hook=json_object_hook, fitted_state=cls._fitted_state)
+    # the package's classes declare their whole fitted state; a user's class may save more
+    _, saved, state = read(path, object_hook=json_object_hook,
+                           fitted_state=cls._fitted_state if CLASSES.get(name) is cls else None)
     missing = sorted(set(cls._fitted_state) - set(state))
     if missing:
         raise FileFormatError(f"{path}: truncated or corrupt contents (missing fitted state {missing}); "
@@ -111,6 +118,8 @@ def _verify(path, estimator):
     if isinstance(data, torch.Tensor) and data_fingerprint(data) != estimator.fingerprint_:
         raise FileFormatError(f"{path}: the stored training images do not match the file's fingerprint (a "
                               "corrupted file); re-create it with est.save or `analytic-denoisers fit`")
+    if getattr(estimator, "_not_saved", ()):  # its network is the caller's, not the file's
+        return
     classes = getattr(estimator, "classes_", None)
     y = None if classes is None else torch.as_tensor(classes[:1])
     try:

@@ -112,8 +112,8 @@ def test_every_schedule_names_a_bad_step_count(name, n):
     (lambda: schedules.vp_timesteps(10, steps_offset=-1), "steps_offset"),
     (lambda: schedules.vp_alpha_bars(beta_schedule="sigmoid"), "beta_schedule"),
     (lambda: schedules.vp_alpha_bars(num_train_timesteps=1), "num_train_timesteps"),
-    (lambda: schedules.sigma_from_alpha_bar(np.array([0.5])) and ad.sample_ddim_vp(
-        lambda x, s: x, GOOD, torch.tensor([0.5, 0.2])), "sigmas"),
+    (lambda: ad.sample_ddim_vp(lambda x, s: x, GOOD, torch.tensor([0.5, 0.2])), "sigmas"),
+    (lambda: schedules.ddim_alpha_bars(schedules.vp_alpha_bars(), torch.tensor([1000, 0])), "timesteps"),
 ])
 def test_schedule_arguments_are_named(call, words):
     with pytest.raises(ValueError, match=words):

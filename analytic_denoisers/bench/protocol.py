@@ -125,9 +125,7 @@ def _check_protocol(p):
     if stray:
         raise ValueError(f"params given for unknown methods {sorted(stray)}")
     for method, params in p["params"].items():
-        unknown = sorted(set(params) - set(registry.METHODS[method]().get_params()))
-        if unknown:
-            raise ValueError(f"unknown hyper-parameters {unknown} of {method} in params")
+        registry.check_param_names(registry.METHODS[method], params, method)
     check_scalar(p["train_limit"], "train_limit", POSITIVE_INT, None)
     for key in ("sigma_min", "sigma_max", "rho"):
         check_scalar(p["sampling"][key], f"sampling.{key}", POSITIVE)
@@ -167,6 +165,8 @@ def sampling_grid(smp):
         check_scalar(smp["sigmas"], "sampling.sigmas", Sequence(POSITIVE))
         return {"sigmas": check_sigmas([*smp["sigmas"], 0.0])}
     vp = smp["vp"]
+    for key in ("beta_start", "beta_end"):
+        check_scalar(vp[key], f"sampling.vp.{key}", Interval(float, 0, 1, closed="neither"))
     table = schedules.vp_alpha_bars(vp["num_train_timesteps"], vp["beta_start"], vp["beta_end"], vp["beta_schedule"])
     timesteps = schedules.vp_timesteps(smp["steps"], vp["num_train_timesteps"], vp["timestep_spacing"],
                                        vp["steps_offset"])

@@ -64,7 +64,7 @@ def write(results, out_dir, command=None):
     label = {"reference": f"reference ({results['reference']['class']})"}
     save_labelled_rows([(label.get(k, k), v[:keep]) for k, v in samples.items()], paths[4],
                        title=f"final samples, same seeds in every row ({results['protocol']['sampling']['sampler']}, "
-                             f"{results['protocol']['sampling']['steps']} steps)")
+                             f"{len(smp['sigmas']) - 1} steps)")
     plot_metrics(results, paths[5])
     return paths
 

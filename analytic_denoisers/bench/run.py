@@ -30,15 +30,16 @@ def _denoise_batches(den, x, sigma, batch_size, device):
 
 
 class _StepInputs(CountingDenoiser):
-    """A denoiser that counts its calls (``.calls``) and keeps the input ``(x, sigma)`` of the
-    first call of each step (``.inputs``): the state a step starts from, in VE coordinates."""
+    """A denoiser that counts its calls (``.calls``) and, with ``keep``, keeps the input
+    ``(x, sigma)`` of the first call of each step (``.inputs``): the state a step starts from,
+    in VE coordinates."""
 
-    def __init__(self, denoiser):
+    def __init__(self, denoiser, keep):
         super().__init__(denoiser)
-        self.inputs, self._new_step = [], True
+        self.inputs, self._new_step, self.keep = [], True, keep
 
     def __call__(self, x, sigma):
-        if self._new_step:
+        if self._new_step and self.keep:
             self.inputs.append((x, sigma))
             self._new_step = False
         return super().__call__(x, sigma)
@@ -53,7 +54,7 @@ def _sample(den, noise, grid, smp_p, device, bar):
     A ``"vp"`` grid with DDIM starts from the VP state ``x_T = noise`` and steps as diffusers'
     ``DDIMScheduler`` (clipping included); every other case starts from ``sigmas[0] * noise``.
     ``bar`` (a tqdm bar) advances by one per step."""
-    denoised, counting = [], _StepInputs(den)
+    denoised, counting = [], _StepInputs(den, keep=smp_p["single"])
 
     def step(info):
         denoised.append(info["denoised"])

@@ -1,5 +1,6 @@
 """``analytic-denoisers bench``: the benchmark protocol, every method against the reference."""
 
+import argparse
 import sys
 import time
 
@@ -39,9 +40,9 @@ def add_parser(sub):
     grid.add_argument("--timestep-spacing", choices=schedules.TIMESTEP_SPACINGS, help="of the VP timesteps")
     grid.add_argument("--clip-sample", type=float, help="VP DDIM: clamp each step's x̂0 to [-C, C] (diffusers' clip_sample)")
     grid.add_argument("--final", choices=("state", "denoised"), help="the sample: the last state or the last x̂0")
-    grid.add_argument("--single", action="store_true", default=None,
+    grid.add_argument("--single", action=argparse.BooleanOptionalAction,
                       help="also the one-step variant: the reference denoises each method's own states")
-    grid.add_argument("--clamp-unit", action="store_true", default=None,
+    grid.add_argument("--clamp-unit", action=argparse.BooleanOptionalAction,
                       help="compare samples as ((x + 1) / 2).clamp(0, 1)")
     gate = p.add_argument_group("quality gate")
     gate.add_argument("--gate-images", type=options.positive_int, help="held-out test images (default 500)")

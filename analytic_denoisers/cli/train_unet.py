@@ -3,6 +3,7 @@
 import sys
 from pathlib import Path
 
+from ..registry import check_param_names
 from ..unet.estimator import UNetDenoiser
 from ..unet.training import log_path
 from . import options
@@ -33,10 +34,7 @@ def add_parser(sub):
 def run(args):
     params = {**dict(steps=args.steps, batch_size=args.batch_size, lr=args.lr, bf16=args.bf16,
                      random_state=args.seed), **dict(args.param)}
-    known = UNetDenoiser().get_params()
-    unknown = sorted(set(params) - set(known))
-    if unknown:
-        raise ValueError(f"unknown UNetDenoiser hyper-parameters {unknown}; known: {sorted(known)}")
+    check_param_names(UNetDenoiser, params)
     est = UNetDenoiser(**params)
     est._check_params()
     X = options.load_data(args)

@@ -14,6 +14,7 @@ This module writes and reads that layout; :func:`analytic_denoisers.registry.loa
 
 import datetime
 import json
+import math
 from pathlib import Path
 
 import h5py
@@ -139,10 +140,14 @@ def info(path):
     return meta
 
 
-# A stored array may expand to at most this many times its bytes on disk (gzip of real images
-# gains 1.5-10x; 1000x is what gzip reaches on constant data): a file cannot make load allocate
-# far more memory than it takes.
-MAX_EXPANSION = 100
+def _fully_stored(ds):
+    """Whether every byte a dataset declares was written: a contiguous dataset has its storage,
+    a chunked (compressed) one every chunk. HDF5 would fill the rest in, so a small file could
+    otherwise make a reader allocate whatever shape it declares."""
+    if ds.chunks is None:
+        return ds.id.get_storage_size() >= ds.nbytes
+    expected = math.prod(-(-n // c) for n, c in zip(ds.shape, ds.chunks))
+    return ds.id.get_num_chunks() >= expected
 
 
 def _check_datasets(path, f, fitted_state):
@@ -159,10 +164,10 @@ def _check_datasets(path, f, fitted_state):
     for key, ds in state.items():
         if not isinstance(ds, h5py.Dataset) or ds.dtype.kind not in "biuf" or ds.attrs.get("kind") not in ("tensor", "ndarray"):
             raise FileFormatError(f"{path}: state/{key} is not a numeric array of this package; {REBUILD}")
-        stored = ds.id.get_storage_size()
-        if ds.compression is None and stored < ds.nbytes or ds.nbytes > MAX_EXPANSION * max(stored, 1) + (1 << 20):
-            raise FileFormatError(f"{path}: state/{key} declares {ds.nbytes} bytes {tuple(ds.shape)} but stores "
-                                  f"{stored}: a truncated or forged file, not read; {REBUILD}")
+        if not _fully_stored(ds):
+            raise FileFormatError(f"{path}: state/{key} declares {tuple(ds.shape)} ({ds.nbytes} bytes) but stores "
+                                  f"{ds.id.get_storage_size()} bytes of it: a truncated or forged file, not read; "
+                                  f"{REBUILD}")
     if "data_" in state and tuple(state["data_"].shape) != (n_samples, *image_shape):
         raise FileFormatError(f"{path}: data_ has shape {tuple(state['data_'].shape)}, but the file describes "
                               f"{n_samples} images of shape {image_shape}; {REBUILD}")

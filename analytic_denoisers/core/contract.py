@@ -98,7 +98,9 @@ class DenoiserMixin:
         Not scikit-learn's model score: model selection (``GridSearchCV``) needs
         ``scoring=ad.metrics.denoising_scorer(sigma)``; without it, a TypeError says so.
         """
-        if sigma is None:
+        integers = isinstance(sigma, (np.ndarray, torch.Tensor)) and sigma.ndim > 0 and \
+            not (sigma.dtype.kind == "f" if isinstance(sigma, np.ndarray) else sigma.dtype.is_floating_point)
+        if sigma is None or integers:  # integer arrays: class labels, as scikit-learn passes them
             raise TypeError(f"{type(self).__name__}.score(x, sigma) is the diffusion score grad log p_sigma(x) and "
                             "needs sigma; it is not a model score: to compare hyper-parameters (GridSearchCV, "
                             "cross_val_score) pass scoring=analytic_denoisers.metrics.denoising_scorer(sigma)")

@@ -7,10 +7,11 @@ results files and checkpoints all go through it. :func:`shown_path` is how resul
 path.
 """
 
-import glob
 import json
 import math
 import os
+import re
+import socket
 import stat
 import tempfile
 from pathlib import Path
@@ -38,12 +39,22 @@ def _alive(pid):
     return True
 
 
+# this machine, in temporary file names: a process of another machine (a shared file system)
+# is never taken for a dead one of this machine
+_HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname()) or "host"
+
+
+def _temporary_prefix(path):
+    return f".{path.name}.{_HOST}.{os.getpid()}."
+
+
 def _remove_stale_temporaries(path):
-    """Delete the temporary files of earlier writes of ``path`` whose process is gone (a save
-    killed between writing and renaming); a write in progress elsewhere keeps its file."""
-    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
-        pid = tmp.name[len(path.name) + 2:].split(".", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)):
+    """Delete the temporary files of earlier writes of ``path`` on this machine whose process is
+    gone (a save killed between writing and renaming); a write in progress keeps its file."""
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.{re.escape(_HOST)}\.(\d+)\.[A-Za-z0-9_]{{8}}\.tmp")
+    for tmp in path.parent.iterdir():
+        found = pattern.fullmatch(tmp.name)
+        if found and not _alive(int(found.group(1))):
             tmp.unlink(missing_ok=True)
 
 
@@ -62,7 +73,7 @@ def atomic_write(path, write):
     target.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_temporaries(target)
     mode = stat.S_IMODE(target.stat().st_mode) if target.is_file() else 0o666 & ~_UMASK
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=target.parent)
+    fd, tmp = tempfile.mkstemp(prefix=_temporary_prefix(target), suffix=".tmp", dir=target.parent)
     os.close(fd)
     try:
         write(tmp)

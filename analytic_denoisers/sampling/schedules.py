@@ -151,8 +151,8 @@ def vp_timesteps(n, num_train_timesteps=1000, spacing="leading", steps_offset=0)
     check_scalar(steps_offset, "steps_offset", Interval(int, 0))
     if spacing == "leading":
         t = torch.arange(n - 1, -1, -1, dtype=torch.float64) * (num_train_timesteps // n) + steps_offset
-    elif spacing == "trailing":
-        t = torch.arange(num_train_timesteps, 0, -num_train_timesteps / n, dtype=torch.float64).round() - 1
+    elif spacing == "trailing":  # diffusers' float arange can give n + 1 entries (n = 61 of 1000): not here
+        t = (num_train_timesteps - torch.arange(n, dtype=torch.float64) * (num_train_timesteps / n)).round() - 1
     elif spacing == "linspace":
         t = torch.linspace(0, num_train_timesteps - 1, n, dtype=torch.float64).round().flip(0)
     else:
@@ -183,6 +183,8 @@ def ddim_alpha_bars(alpha_bars, timesteps, set_alpha_to_one=True):
     """
     alpha_bars = torch.as_tensor(alpha_bars, dtype=torch.float64)
     timesteps = torch.as_tensor(timesteps)
+    if timesteps.dim() != 1 or len(timesteps) == 0 or not (0 <= timesteps).all() or not (timesteps < len(alpha_bars)).all():
+        raise ValueError(f"timesteps must be a 1-D list in [0, {len(alpha_bars) - 1}], got {timesteps.tolist()}")
     final = 1.0 if set_alpha_to_one else float(alpha_bars[0])
     previous = timesteps - len(alpha_bars) // len(timesteps)
     to = torch.where(previous >= 0, alpha_bars[previous.clamp(min=0)], torch.tensor(final, dtype=torch.float64))

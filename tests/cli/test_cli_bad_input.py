@@ -35,7 +35,7 @@ BAD = [  # (argv, what the message must say)
     (["sample", "g.h5", "--nrow", "-3", "-o", "s.png"], "--nrow: expected a positive integer"),
     (["sample", "g.h5", "-o", "afile/s.png"], "afile is a file"),
     (["train-unet", "--steps", "2", "--checkpoint", "afile/c.ckpt", "-o", "u.h5"], "afile is a file"),
-    (["train-unet", "--steps", "2", "--param", "nope=1", "-o", "u.h5"], "unknown UNetDenoiser hyper-parameters"),
+    (["train-unet", "--steps", "2", "--param", "nope=1", "-o", "u.h5"], "unknown hyper-parameters ['nope'] of UNetDenoiser"),
     (["bench", "--param", "gaussian.nope=1", "-o", "b"], "unknown hyper-parameters ['nope'] of gaussian"),
     (["bench", "--param", "nope.x=1", "-o", "b"], "params given for unknown methods ['nope']"),
     (["bench", "-o", "afile"], "an existing file; expected a folder"),

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from analytic_denoisers.core.files import atomic_write, write_json
+from analytic_denoisers.core.files import _temporary_prefix, atomic_write, write_json
 
 
 def test_write_json_is_strict_with_undefined_numbers_as_null(tmp_path):
@@ -37,9 +37,10 @@ def test_atomic_write_keeps_links_and_permissions_and_cleans_up_after_killed_wri
 
     # a save killed after writing its temporary file: a process that has exited left it behind
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    stale = tmp_path / f".real.json.{int(gone.stdout)}.abc123.tmp"
-    stale.write_text("partial")
-    running = tmp_path / f".real.json.{os.getpid()}.def456.tmp"  # a write still in progress
-    running.write_text("partial")
+    stale = tmp_path / f"{_temporary_prefix(target).replace(str(os.getpid()), gone.stdout.strip())}abc12345.tmp"
+    running = tmp_path / f"{_temporary_prefix(target)}def45678.tmp"  # a write still in progress
+    other_file = tmp_path / f".real.json.500.{gone.stdout.strip()}.abc12345.tmp"  # of "real.json.500"
+    for path in (stale, running, other_file):
+        path.write_text("partial")
     atomic_write(target, write("newer"))
-    assert not stale.exists() and running.exists() and target.read_text() == "newer"
+    assert not stale.exists() and running.exists() and other_file.exists() and target.read_text() == "newer"

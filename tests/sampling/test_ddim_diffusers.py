@@ -76,3 +76,11 @@ def test_vp_timesteps_and_alpha_bars_refuse_bad_input():
         schedules.vp_alpha_bars(beta_schedule="sigmoid")
     with pytest.raises(ValueError, match="past the table"):
         schedules.vp_timesteps(10, 1000, "leading", steps_offset=100)
+
+
+@pytest.mark.parametrize("spacing", ["leading", "trailing", "linspace"])
+def test_every_step_count_gives_that_many_timesteps(spacing):
+    # diffusers' float arange gives 62 "trailing" timesteps for 61 steps of 1000, the last -1
+    for n in (1, 7, 61, 103, 121, 201, 1000):
+        t = schedules.vp_timesteps(n, 1000, spacing)
+        assert len(t) == n and t.min() >= 0 and t.max() <= 999 and (t[1:] < t[:-1]).all(), (spacing, n)

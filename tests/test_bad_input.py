@@ -2,7 +2,6 @@
 or TypeError whose message names the argument (the command line's table is
 tests/cli/test_cli_bad_input.py; files that lie, tests/core/test_artifact_lies.py)."""
 
-import numpy as np
 import pytest
 import torch
 

@@ -79,4 +79,4 @@ def test_train_unet_resume_sample_info(tmp_path, capsys):
     assert main(args + ["--steps", "4", "--lr", "0.5"]) == 2  # a checkpoint of other settings
     assert "different hyper-parameters" in capsys.readouterr().err
     assert main(args + ["--param", "colour=1"]) == 2
-    assert "unknown UNetDenoiser hyper-parameters ['colour']" in capsys.readouterr().err
+    assert "unknown hyper-parameters ['colour'] of UNetDenoiser" in capsys.readouterr().err

@@ -119,6 +119,17 @@ def check_half_precision(make, tolerance=None):
                                            msg=lambda m: f"{what} of {dtype} input at sigma {sigma}: {m}")
 
 
+def check_autograd_reaches_x(make, tolerance=None):
+    """With ``x.requires_grad``, the output is differentiable in ``x`` (the Jacobian analyses):
+    the gradient of a weighted sum of the output is finite and not all zero."""
+    den = _fitted(make)
+    x = tiny_images(2, seed=8).requires_grad_()
+    out = den(x, 0.5)
+    assert out.requires_grad, "the output of a requires_grad input carries no gradient"
+    (grad,) = torch.autograd.grad((out * tiny_images(2, seed=9)).sum(), x)
+    assert bool(torch.isfinite(grad).all()) and bool(grad.abs().sum() > 0), "the gradient is not finite or all zero"
+
+
 def check_numpy_input_is_accepted(make, tolerance=None):
     den, x = _fitted(make), tiny_images(3, seed=3)
     torch.testing.assert_close(den(x.numpy(), 0.5), den(x, 0.5))
@@ -197,7 +208,7 @@ def check_bad_training_data_raises(make, tolerance=None):
 
 CHECKS = {fn.__name__[len("check_"):]: fn for fn in (
     check_fit_returns_self, check_unfitted_use_raises, check_hyper_parameters_are_validated,
-    check_shape_dtype_device_kept, check_half_precision, check_numpy_input_is_accepted, check_float_sigma_equals_per_image_sigma,
+    check_shape_dtype_device_kept, check_half_precision, check_autograd_reaches_x, check_numpy_input_is_accepted, check_float_sigma_equals_per_image_sigma,
     check_batch_invariance, check_chunk_size_invariance, check_score_and_eps_consistent_with_denoise,
     check_save_load_round_trip, check_bad_sigma_raises, check_bad_images_raise, check_bad_training_data_raises)}
 

@@ -213,9 +213,7 @@ def pca_locality_posterior_mean(x, sigma, data, mask, *, chunk_size=None, block_
     Tensor of the shape of ``x``.
     """
     x = as_images(x)
-    if torch.is_grad_enabled() and x.requires_grad:
-        raise ValueError("pca_locality_posterior_mean does not let autograd reach x (it computes the masked "
-                         "distances in place in a reused work space); pass x.detach() or use torch.no_grad()")
+    differentiable = torch.is_grad_enabled() and x.requires_grad  # the fast path works in place
     d = x[0].numel()
     prepared = prepare_transposed(data) if prepared is None else prepared  # (d, M), (d,)
     if prepared[0].shape[0] != d or prepared[0].dtype != x.dtype or prepared[0].device != x.device:
@@ -223,8 +221,36 @@ def pca_locality_posterior_mean(x, sigma, data, mask, *, chunk_size=None, block_
             f"training data must have d = {d} features, dtype {x.dtype} and device {x.device} "
             f"like x; got d = {prepared[0].shape[0]}, {prepared[0].dtype}, {prepared[0].device}"
         )
-    return per_level(x, sigma, lambda x, level: _pca_locality(
-        x, level, prepared, mask(level) if callable(mask) else mask, chunk_size, block_size))
+    return per_level(x, sigma, lambda x, level: (_pca_locality_differentiable if differentiable else _pca_locality)(
+        x, level, prepared, _checked_mask(mask(level) if callable(mask) else mask, d, level), chunk_size, block_size))
+
+
+def _checked_mask(mask, d, sigma):
+    if not (isinstance(mask, torch.Tensor) and mask.dtype == torch.bool and tuple(mask.shape) == (d, d)):
+        got = f"{mask.dtype} of shape {tuple(mask.shape)}" if isinstance(mask, torch.Tensor) else type(mask).__name__
+        raise ValueError(f"mask must be a bool tensor of shape ({d}, {d}), got {got} at sigma = {sigma:g}")
+    return mask
+
+
+def _pca_locality_differentiable(x, sigma, prepared, mask, chunk_size, block_size=None):
+    """PCA-locality at one ``sigma`` with out-of-place operations, so that autograd reaches ``x``
+    (the Jacobian analyses): the same softmax with the full squared distances ``(x_i[n] -
+    q[n])^2`` and one dense masked product per chunk; about as exact, slower."""
+    n = x.shape[0]
+    data_t, center = prepared  # (d, M), (d,)
+    d = data_t.shape[0]
+    chunk = min(resolve_chunk(chunk_size, n * 128, 2**19, minimum=512), data_t.shape[1])
+    scale = -1 / (2 * as_level(sigma) ** 2)
+    weights_t = mask.to(device=x.device, dtype=x.dtype).T  # (d_out, d_in)
+    queries = (x.reshape(n, -1) - center).T[:, :, None]  # (d, N, 1)
+    acc = StreamingSoftmax((d, n, 1), x.dtype, x.device, layout="pair", sum_dtype=x.dtype)
+    for start in range(0, data_t.shape[1], chunk):
+        values = data_t[:, start:start + chunk]  # (d, c)
+        c = values.shape[1]
+        squared = (values[:, None, :] - queries).square().reshape(d, n * c)  # (d_in, N c)
+        logits = (weights_t @ squared).mul(scale).reshape(d, n, c)  # (d_out, N, c)
+        acc.add(logits, 2, lambda w: (torch.bmm(w, values[:, :, None]), w.sum(2, keepdim=True)))
+    return (center + acc.mean().squeeze(2).T).reshape(x.shape)
 
 
 def _pca_locality(x, sigma, prepared, mask, chunk_size, block_size):
@@ -233,9 +259,6 @@ def _pca_locality(x, sigma, prepared, mask, chunk_size, block_size):
     queries = x.reshape(n, -1)  # (N, d)
     d = queries.shape[1]
     data_t, center = prepared  # (d, M), (d,)
-    if not (isinstance(mask, torch.Tensor) and mask.dtype == torch.bool and tuple(mask.shape) == (d, d)):
-        got = f"{mask.dtype} of shape {tuple(mask.shape)}" if isinstance(mask, torch.Tensor) else type(mask).__name__
-        raise ValueError(f"mask must be a bool tensor of shape ({d}, {d}), got {got} at sigma = {sigma:g}")
     chunk = min(resolve_chunk(chunk_size, n * 128, 2**19, minimum=512), data_t.shape[1])  # ~4096 (query, image)
     plan = block_plan(mask.to(x.device), block_size, x.dtype)
     identity = plan.block_size >= d  # one dense block: outputs in pixel order

@@ -56,18 +56,13 @@ def test_bad_input_raises(name):
             kernel(x, 1.0, DATA.float())
 
 
-@pytest.mark.parametrize("name", sorted(set(KERNELS) - {"pca-locality"}))
+@pytest.mark.parametrize("name", sorted(KERNELS))
 def test_autograd_reaches_x(name):
-    """Jacobians of the denoisers (locality maps) need it; PCA-locality computes its masked
-    distances in place in a reused work space, so it is the one kernel without gradients."""
+    """Jacobians of the denoisers (locality maps) need it; PCA-locality, whose fast path works
+    in place, takes its out-of-place path when x requires grad."""
     x = tiny_images(2, seed=5).requires_grad_(True)
     sigma = torch.tensor([0.4, 2.0], dtype=torch.float64)
     assert torch.autograd.gradcheck(lambda x: KERNELS[name](x, sigma, DATA), (x,))
-
-
-def test_pca_locality_says_it_has_no_gradients():
-    with pytest.raises(ValueError, match="does not let autograd reach x"):
-        KERNELS["pca-locality"](tiny_images(2, seed=5).requires_grad_(True), 1.0, DATA)
 
 
 def test_statistics_that_do_not_fit_are_refused():

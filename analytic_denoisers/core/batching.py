@@ -5,6 +5,16 @@ import torch
 
 from .validation import as_sigma
 
+# Bytes of work space one kernel call may hold beyond its inputs and output: kernels whose work
+# grows with the number of queries take them in blocks of query_block(...) (see per_level).
+WORK_BUDGET = 2**28
+
+
+def query_block(per_query_bytes, budget=None):
+    """Queries per block when each needs ``per_query_bytes`` of work space: at most ``budget``
+    bytes in all (default :data:`WORK_BUDGET`), and at least one query."""
+    return max(1, int((WORK_BUDGET if budget is None else budget) // max(int(per_query_bytes), 1)))
+
 
 def in_batches(fn, x, sigma, batch_size=None, *per_image):
     """``fn(x[i:j], sigma[i:j], *others[i:j])`` over slices of at most ``batch_size`` images, concatenated.
@@ -33,7 +43,7 @@ def in_batches(fn, x, sigma, batch_size=None, *per_image):
     return out.to(x.device)
 
 
-def per_level(x, sigma, compute):
+def per_level(x, sigma, compute, per_query_bytes=None):
     """``compute(x[rows], level)`` for the images of each distinct noise level, reassembled.
 
     For kernels whose work is set by one sigma per call (masks, patch sizes, the logits' scale),
@@ -44,12 +54,21 @@ def per_level(x, sigma, compute):
     x : Tensor of shape (N, ...)
     sigma : float (passed on exactly) or Tensor of shape (N,), validated here
     compute : callable ``(x rows, float level) -> Tensor`` of the shape of its input
+    per_query_bytes : int, optional
+        The work space ``compute`` needs per query (once its data chunks are at their
+        smallest): queries then go in blocks of :func:`query_block`, so that the work space
+        stays within :data:`WORK_BUDGET` whatever the number of queries.
 
     Returns
     -------
     Tensor of the shape of ``x`` (``compute``'s own output when there is one level).
     """
     checked = as_sigma(sigma, x)
+    if per_query_bytes is not None and len(x) > query_block(per_query_bytes):
+        inner, block = compute, query_block(per_query_bytes)
+
+        def compute(rows, level):
+            return in_batches(lambda part, _: inner(part, level), rows, level, block)
     if not isinstance(sigma, torch.Tensor):  # a number: not rounded to the dtype of x
         return compute(x, float(sigma))
     found = list(groups(checked))

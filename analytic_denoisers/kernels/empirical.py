@@ -13,6 +13,7 @@ from typing import NamedTuple
 
 import torch
 
+from ..core.batching import query_block
 from ..core.validation import Interval, as_images, as_sigma, check_scalar
 from .softmax import StreamingSoftmax, resolve_chunk, softmax_average
 
@@ -109,8 +110,10 @@ def empirical_posterior_mean(x, sigma, data, *, chunk_size=None, top_k=None, pre
         )
     chunk = resolve_chunk(chunk_size, n, BLOCK_ELEMENTS, minimum=512)
     aug_q = augment_queries(queries, center, as_sigma(sigma, x))
-    if top_k is not None:
-        return (center + _top_k_posterior_mean(aug_q, aug, chunk, top_k)).reshape(x.shape)
+    if top_k is not None:  # the k nearest images of each query are gathered: in blocks of queries
+        block = query_block(check_scalar(top_k, "top_k", Interval(int, 1)) * (d + 1) * x.element_size())
+        out = torch.cat([_top_k_posterior_mean(aug_q[i:i + block], aug, chunk, top_k) for i in range(0, n, block)])
+        return (center + out).reshape(x.shape)
     return (center + softmax_average(aug_q, aug, aug[:, :d + 1], chunk)).reshape(x.shape)
 
 

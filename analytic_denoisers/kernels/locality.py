@@ -221,8 +221,10 @@ def pca_locality_posterior_mean(x, sigma, data, mask, *, chunk_size=None, block_
             f"training data must have d = {d} features, dtype {x.dtype} and device {x.device} "
             f"like x; got d = {prepared[0].shape[0]}, {prepared[0].dtype}, {prepared[0].device}"
         )
+    # work space per query once the data chunks are at their 512 images: three (d, chunk) blocks
     return per_level(x, sigma, lambda x, level: (_pca_locality_differentiable if differentiable else _pca_locality)(
-        x, level, prepared, _checked_mask(mask(level) if callable(mask) else mask, d, level), chunk_size, block_size))
+        x, level, prepared, _checked_mask(mask(level) if callable(mask) else mask, d, level), chunk_size, block_size),
+        per_query_bytes=3 * d * 512 * x.element_size())
 
 
 def _checked_mask(mask, d, sigma):

@@ -196,8 +196,12 @@ def equivariant_local_score_posterior_mean(x, sigma, data, patch_size, *, paddin
     x = _check_inputs(x, data, padding)
     if prune_tol is not None:
         check_scalar(prune_tol, "prune_tol", Interval(float, 0, 1, closed="neither"))
+    # work space per query once the data chunks are one image: the logits of its h w patch
+    # positions against one image's h w patches, in float64 at worst (logit_dtype)
+    h, w = x.shape[2:]
     return per_level(x, sigma, lambda x, level: _equivariant_local_score(
-        x, level, data, size_at(patch_size, level, odd=True), padding, chunk_size, prune_tol, indexes, stats))
+        x, level, data, size_at(patch_size, level, odd=True), padding, chunk_size, prune_tol, indexes, stats),
+        per_query_bytes=(h * w) ** 2 * 8)
 
 
 def _equivariant_local_score(x, sigma, data, patch_size, padding, chunk_size, prune_tol, indexes, stats):

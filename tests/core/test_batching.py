@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+import analytic_denoisers as ad
 from analytic_denoisers.core.batching import groups, in_batches, per_level
 from analytic_denoisers.testing import tiny_images
 
@@ -48,3 +49,25 @@ def test_per_level_passes_a_number_exactly_and_tensor_levels_as_given():
     assert seen[1][1] == float(torch.tensor(0.3, dtype=torch.float32)) != 0.3  # a tensor level: its own value
     with pytest.raises(ValueError, match="positive"):
         per_level(x, -1.0, record)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: ad.PCALocalityDenoiser(threshold=0.1),
+    lambda: ad.LocalScoreDenoiser(patch_size=3, equivariant=True, padding="circular"),
+    lambda: ad.LocalScoreDenoiser(patch_size=3, equivariant=True, padding="zeros"),
+    lambda: ad.LocalScoreDenoiser(patch_size=3, equivariant=True, padding="circular", prune_tol=1e-3),
+    lambda: ad.EmpiricalOptimalDenoiser(top_k=5),
+], ids=["pca-locality", "ELS", "bbELS", "ELS prune_tol", "empirical top_k"])
+def test_query_blocks_leave_the_result_unchanged(monkeypatch, make):
+    """Kernels whose work space grows with the number of queries take them in blocks within
+    WORK_BUDGET; with a budget of one byte every query is its own block, with the same result."""
+    from analytic_denoisers.core import batching
+
+    data, x = tiny_images(10, (1, 4, 4), seed=30), tiny_images(6, (1, 4, 4), seed=31)
+    sigma = torch.tensor([0.2, 0.2, 1.0, 1.0, 3.0, 3.0], dtype=torch.float64)
+    den = make().fit(data)
+    whole = den(x, sigma)
+    assert batching.query_block(10**6) > len(x)  # the default budget keeps these 6 queries together
+    monkeypatch.setattr(batching, "WORK_BUDGET", 1)
+    assert batching.query_block(10**6) == 1
+    torch.testing.assert_close(den(x, sigma), whole, rtol=1e-12, atol=1e-12)

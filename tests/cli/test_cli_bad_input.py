@@ -42,6 +42,9 @@ BAD = [  # (argv, what the message must say)
     (["bench", "--protocol", "no-such-protocol", "-o", "b"], "shipped protocols"),
     (["analyze", "locality", "--threshold", "7", "-o", "a"], "--threshold: expected a number in [0, 1]"),
     (["analyze", "teleport", "-o", "afile/a"], "afile is a file"),
+    (["info", "nothing.h5"], "nothing.h5: no such file"),
+    (["info", "."], "a folder, not a file saved by this package"),
+    (["info", "afile"], "afile: not an HDF5 file"),
 ]
 if not __import__("torch").cuda.is_available():
     BAD.append((["fit", "gaussian", "--device", "cuda", "-o", "m.h5"], "has no CUDA device"))

@@ -42,9 +42,10 @@ def fitted(request):
 
 @pytest.mark.parametrize("x, words", BAD_IMAGES, ids=[w for _, w in BAD_IMAGES])
 def test_every_estimator_names_bad_images(fitted, x, words):
-    with pytest.raises((ValueError, TypeError)) as info:
-        fitted.denoise(x, 0.5)
-    assert words in str(info.value), info.value
+    for method in ("denoise", "score", "eps"):
+        with pytest.raises((ValueError, TypeError)) as info:
+            getattr(fitted, method)(x, 0.5)
+        assert words in str(info.value), (method, info.value)
 
 
 @pytest.mark.parametrize("sigma, words", BAD_SIGMAS, ids=[repr(s)[:20] for s, _ in BAD_SIGMAS])

@@ -114,7 +114,8 @@ class DenoiserMixin:
 
     def _with_denoised(self, x, sigma, y):
         """``(x, sigma as (N, 1, ...), D(x, sigma), dtype of the result)``, in float32 for half x."""
-        x = torch.as_tensor(x)
+        self._check_fitted()
+        x = as_images(x, image_shape=self.image_shape_)
         dtype = x.dtype
         if dtype in HALF_PRECISION:
             x = x.float()

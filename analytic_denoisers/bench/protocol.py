@@ -14,6 +14,7 @@ from ..sampling.samplers import get_sampler
 
 POSITIVE_INT, POSITIVE = Interval(int, 1), Interval(float, 0, closed="neither")
 GRIDS = ("karras", "sigmas", "vp")
+FINALS = ("state", "denoised")  # the sample: the sampler's last state, or the last step's x̂0
 DEFAULT_REFERENCE_ENV = "ANALYTIC_DENOISERS_DEFAULT_UNET"
 DEFAULT_REFERENCE = datasets.shipped("unet-default.h5")  # package data (data/ in the repository)
 PROTOCOLS_DIR = datasets.shipped("protocols")  # package data (benchmarks/protocols/ in the repository)
@@ -139,7 +140,7 @@ def _check_protocol(p):
         check_scalar(p[section]["sigmas"], f"{section}.sigmas", Sequence(POSITIVE))
     smp = p["sampling"]
     check_scalar(smp["schedule"], "sampling.schedule", Options(*GRIDS))
-    check_scalar(smp["final"], "sampling.final", Options("state", "denoised"))
+    check_scalar(smp["final"], "sampling.final", Options(*FINALS))
     for key in ("clamp_unit", "single"):
         check_scalar(smp[key], f"sampling.{key}", Options(False, True))
     check_scalar(smp["clip_sample"], "sampling.clip_sample", POSITIVE, None)

@@ -5,7 +5,7 @@ import sys
 import time
 
 from .. import bench, registry
-from ..bench.protocol import GRIDS
+from ..bench.protocol import FINALS, GRIDS
 from ..sampling import schedules
 from . import options
 
@@ -39,7 +39,7 @@ def add_parser(sub):
         grid.add_argument(f"--{flag}", type=float, help="of the Karras schedule")
     grid.add_argument("--timestep-spacing", choices=schedules.TIMESTEP_SPACINGS, help="of the VP timesteps")
     grid.add_argument("--clip-sample", type=float, help="VP DDIM: clamp each step's x̂0 to [-C, C] (diffusers' clip_sample)")
-    grid.add_argument("--final", choices=("state", "denoised"), help="the sample: the last state or the last x̂0")
+    grid.add_argument("--final", choices=FINALS, help="the sample: the last state or the last x̂0")
     grid.add_argument("--single", action=argparse.BooleanOptionalAction,
                       help="also the one-step variant: the reference denoises each method's own states")
     grid.add_argument("--clamp-unit", action=argparse.BooleanOptionalAction,

@@ -200,9 +200,9 @@ def read(path, object_hook=None, fitted_state=None):
     ------
     FileNotFoundError if the file does not exist; FileFormatError (a ValueError) if it is not a
     complete analytic_denoisers file, was written by a newer schema, or its contents contradict
-    its metadata: unknown state, arrays that are not numeric, hold less than they declare or
-    would expand far beyond the file (checked before reading them), training images of another
-    shape or count than the file says, NaN or Inf values.
+    its metadata: unknown state, arrays that are not numeric or store less than they declare
+    (checked before reading them), training images of another shape or count than the file
+    says, NaN or Inf values.
     """
     with _open(path) as f:
         try:

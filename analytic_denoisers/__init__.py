@@ -37,13 +37,13 @@ from . import analysis, bench, datasets, metrics, registry, scales, testing
 from .core.artifact import FileFormatError
 from .core.contract import DenoiserMixin
 from .core.version import __version__
-from .denoisers.empirical import EmpiricalOptimalDenoiser
+from .denoisers.empirical import EmpiricalOptimalDenoiser, NearestNeighbourDenoiser, SmoothedClosedFormDenoiser
 from .denoisers.gaussian import GaussianDenoiser
 from .denoisers.locality import PCALocalityDenoiser
 from .denoisers.network import NetworkDenoiser
 from .denoisers.patches import LocalScoreDenoiser, PatchCompositeDenoiser
 from .kernels import moments as stats
-from .kernels.empirical import empirical_posterior_mean
+from .kernels.empirical import empirical_posterior_mean, nearest_training_index, smoothed_posterior_mean
 from .kernels.locality import locality_masks, pca_locality_posterior_mean
 from .kernels.patches import (equivariant_local_score_posterior_mean, local_score_posterior_mean,
                               patch_composite_posterior_mean)
@@ -59,9 +59,11 @@ __all__ = [
     "FileFormatError",
     "GaussianDenoiser",
     "LocalScoreDenoiser",
+    "NearestNeighbourDenoiser",
     "NetworkDenoiser",
     "PCALocalityDenoiser",
     "PatchCompositeDenoiser",
+    "SmoothedClosedFormDenoiser",
     "UNetDenoiser",
     "__version__",
     "analysis",
@@ -75,6 +77,7 @@ __all__ = [
     "local_score_posterior_mean",
     "locality_masks",
     "metrics",
+    "nearest_training_index",
     "patch_composite_posterior_mean",
     "pca_locality_posterior_mean",
     "registry",
@@ -85,6 +88,7 @@ __all__ = [
     "sample_heun",
     "scales",
     "schedules",
+    "smoothed_posterior_mean",
     "stats",
     "testing",
 ]

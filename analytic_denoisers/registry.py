@@ -7,7 +7,7 @@ import torch
 
 from .core.artifact import FileFormatError, read, read_class
 from .core.fingerprint import data_fingerprint
-from .denoisers.empirical import EmpiricalOptimalDenoiser
+from .denoisers.empirical import EmpiricalOptimalDenoiser, NearestNeighbourDenoiser, SmoothedClosedFormDenoiser
 from .denoisers.gaussian import GaussianDenoiser
 from .denoisers.locality import PCALocalityDenoiser
 from .denoisers.network import NetworkDenoiser
@@ -22,6 +22,8 @@ METHODS = {
     "pca-locality": PCALocalityDenoiser,
     "local-score": LocalScoreDenoiser,
     "patch-composite": PatchCompositeDenoiser,
+    "nearest": NearestNeighbourDenoiser,
+    "sigma-cfdm": SmoothedClosedFormDenoiser,
 }
 
 # every class a saved file may hold, by class name

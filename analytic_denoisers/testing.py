@@ -121,10 +121,16 @@ def check_half_precision(make, tolerance=None):
 
 def check_autograd_reaches_x(make, tolerance=None):
     """With ``x.requires_grad``, the output is differentiable in ``x`` (the Jacobian analyses):
-    the gradient of a weighted sum of the output is finite and not all zero."""
+    the gradient of a weighted sum of the output is finite and not all zero. A denoiser that
+    declares ``_piecewise_constant = True`` (e.g. the nearest training image) must instead have
+    a zero gradient (or none) there."""
     den = _fitted(make)
     x = tiny_images(2, seed=8).requires_grad_()
     out = den(x, 0.5)
+    if getattr(den, "_piecewise_constant", False):
+        grad = torch.autograd.grad((out * tiny_images(2, seed=9)).sum(), x)[0] if out.requires_grad else None
+        assert grad is None or not bool(grad.any()), "a piecewise-constant denoiser has a non-zero gradient"
+        return
     assert out.requires_grad, "the output of a requires_grad input carries no gradient"
     (grad,) = torch.autograd.grad((out * tiny_images(2, seed=9)).sum(), x)
     assert bool(torch.isfinite(grad).all()) and bool(grad.abs().sum() > 0), "the gradient is not finite or all zero"

@@ -62,26 +62,34 @@ def wiener_reference(x, sigma, mean, cov):
     return out.reshape(x.shape)
 
 
-def pca_locality_reference(x, sigma, data, threshold):
+def pca_locality_reference(x, sigma, data, threshold, rule="published", temperature=1.0):
     """Lukoianov et al.'s denoiser with explicit loops over queries, pixels and images.
 
-    The Wiener matrix comes from a linear solve with the biased covariance (no eigenbasis).
+    The Wiener matrix comes from a linear solve with the biased covariance (no eigenbasis). Rows
+    are normalised by their diagonal, by 1 where ``|W[n, n]| < 1e-6`` (``rule="published"``) or
+    zeroed where it is not positive ("positive-diagonal"); threshold 0 keeps the real weights.
     Returns the output (N, d) and the mask (d, d).
     """
     flat, xs = data.double().reshape(len(data), -1), x.double().reshape(len(x), -1)
     d = flat.shape[1]
     cov = torch.cov(flat.T, correction=0)
     W = torch.linalg.solve(cov + sigma**2 * torch.eye(d, dtype=torch.float64), cov).T  # cov (cov + s^2 I)^-1
-    M = (W / W.diagonal()[:, None]).abs()
-    mask = M >= threshold * M.max()
+    M = torch.zeros_like(W)
+    for n in range(d):
+        w = float(W[n, n])
+        if rule == "published":
+            M[n] = W[n] / (1.0 if abs(w) < 1e-6 else w)
+        elif w > 0:
+            M[n] = W[n] / w
+    mask = M if threshold == 0 else M.abs() >= threshold * M.abs().max()
+    weights = mask.double()
     out = torch.empty_like(xs)
     for n in range(len(xs)):
         for m in range(d):
-            keys = mask[:, m].nonzero().squeeze(1)
-            logits = [-float(((xs[n, keys] - xi[keys]) ** 2).sum()) / (2 * sigma**2) for xi in flat]
+            logits = [-float((weights[:, m] * (xs[n] - xi) ** 2).sum()) / (2 * temperature * sigma**2) for xi in flat]
             top = max(logits)
-            weights = [math.exp(v - top) for v in logits]
-            out[n, m] = sum(w * float(xi[m]) for w, xi in zip(weights, flat)) / sum(weights)
+            exps = [math.exp(v - top) for v in logits]
+            out[n, m] = sum(w * float(xi[m]) for w, xi in zip(exps, flat)) / sum(exps)
     return out, mask
 
 

@@ -14,7 +14,7 @@ import torch
 from .. import metrics
 from ..core.contract import as_denoise_fn
 from ..core.validation import Interval, Sequence, as_images, check_scalar
-from ..kernels.locality import locality_masks
+from ..kernels.locality import locality_masks, support
 from ..kernels.wiener import wiener_matrix
 from ..viz import pyplot, save_figure
 
@@ -92,7 +92,7 @@ def locality_maps(denoiser, gaussian, x0, sigmas, pixels, threshold=0.005, seed=
     for sigma in (float(s) for s in sigmas):
         J = jacobian_rows(denoiser, x0 + sigma * eps, sigma, idx).double().cpu()  # (N, P, d)
         W = wiener_matrix(sigma, lam, U)[idx]  # (P, d); W is symmetric
-        mask = locality_masks(sigma, lam, U, threshold)[:, idx].T  # (P, d): inputs of pixel m
+        mask = support(locality_masks(sigma, lam, U, threshold))[:, idx].T  # (P, d): inputs of pixel m
         cosine = torch.nn.functional.cosine_similarity(J, W.expand_as(J), dim=-1)  # (N, P)
         absJ = J.abs()
         mass = (absJ * mask).sum(-1) / absJ.sum(-1)

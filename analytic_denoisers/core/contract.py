@@ -227,12 +227,16 @@ class TrainingSetMixin(DenoiserMixin):
             return 0, len(self.data_)
         return int(self.class_offsets_[k]), int(self.class_offsets_[k + 1])
 
-    def _by_class(self, x, sigma, y, compute):
+    def _by_class(self, x, sigma, y, compute, with_class=False):
         """``compute(x rows, sigma rows, (lo, hi))`` per class of ``y``, where ``data_[lo:hi]``
-        are the class's training images (once for the whole batch without labels), reassembled."""
+        are the class's training images (once for the whole batch without labels), reassembled;
+        ``with_class=True`` also passes the class's index in ``classes_`` (None without labels)."""
+        def call(x, sigma, k):
+            return compute(x, sigma, self._class_range(k), *((k,) if with_class else ()))
+
         if y is None:
-            return compute(x, sigma, self._class_range(None))
+            return call(x, sigma, None)
         out = torch.empty_like(x)
         for rows, _, k in groups(y=y, classes=self.classes_):
-            out[rows] = compute(x[rows], sigma[rows], self._class_range(k))
+            out[rows] = call(x[rows], sigma[rows], k)
         return out

@@ -70,10 +70,11 @@ def augment_queries(queries, center, sigma):
     return aug_q * sigma.square().reciprocal()[:, None]
 
 
-def empirical_posterior_mean(x, sigma, data, *, chunk_size=None, top_k=None, prepared=None):
+def empirical_posterior_mean(x, sigma, data, *, temperature=1.0, chunk_size=None, top_k=None, prepared=None):
     """Exact posterior mean of the empirical distribution of ``data``.
 
-    ``D(x)_n = sum_i softmax_i(-||x_n - x_i||^2 / (2 sigma_n^2)) x_i``. The logits are
+    ``D(x)_n = sum_i softmax_i(-||x_n - x_i||^2 / (2 T sigma_n^2)) x_i`` (temperature T = 1: the
+    exact posterior mean; T is the published code's ``temperature``). The logits are
     ``(x_n . x_i - ||x_i||^2 / 2) / sigma_n^2`` after centring both on the data mean (the
     ``||x_n||^2`` term cancels in the softmax): one matrix product per chunk of training images,
     reduced with a streaming log-sum-exp (per-query running maximum); a second product
@@ -84,6 +85,8 @@ def empirical_posterior_mean(x, sigma, data, *, chunk_size=None, top_k=None, pre
     x : Tensor of shape (N, C, H, W) or (N, d)
     sigma : float or Tensor of shape (N,)
     data : Tensor of shape (M, d) or (M, C, H, W), in the dtype and on the device of ``x``
+    temperature : float > 0
+        Divides the logits: the same as the exact posterior mean at ``sigma * sqrt(T)``.
     chunk_size : int, optional
         Training images per chunk; the default keeps the (N, chunk) logit block near 2**19
         elements (cache-sized). The result does not depend on it (up to float rounding).
@@ -109,7 +112,8 @@ def empirical_posterior_mean(x, sigma, data, *, chunk_size=None, top_k=None, pre
             f"like x; got d = {aug.shape[1] - 2}, {aug.dtype}, {aug.device}"
         )
     chunk = resolve_chunk(chunk_size, n, BLOCK_ELEMENTS, minimum=512)
-    aug_q = augment_queries(queries, center, as_sigma(sigma, x))
+    temperature = check_scalar(temperature, "temperature", Interval(float, 0, closed="neither"))
+    aug_q = augment_queries(queries, center, as_sigma(sigma, x) * temperature**0.5)
     if top_k is not None:  # the k nearest images of each query are gathered: in blocks of queries
         block = query_block(check_scalar(top_k, "top_k", Interval(int, 1)) * (d + 1) * x.element_size())
         out = torch.cat([_top_k_posterior_mean(aug_q[i:i + block], aug, chunk, top_k) for i in range(0, n, block)])
@@ -132,3 +136,85 @@ def _top_k_posterior_mean(aug_q, aug, chunk, k):
     values = aug[:, :d + 1][best_idx]  # (N, k, d + 1): pixels and a column of ones
     acc.add(best, 1, lambda w: torch.einsum("nk,nkd->nd", w, values))
     return acc.mean(aug_q.dtype)
+
+
+def nearest_training_index(x, data, *, chunk_size=None, prepared=None):
+    """The index of the training image nearest to each query in Euclidean distance (the sigma -> 0 limit of
+    :func:`empirical_posterior_mean`; the studio's ``nearest_dataset`` baseline).
+
+    ``argmin_i ||x_n - x_i||^2 = argmax_i (x_n . x_i - ||x_i||^2 / 2)`` after centring: one matrix
+    product per chunk of training images with a running maximum; ties go to the lowest index.
+
+    Parameters
+    ----------
+    x : Tensor of shape (N, C, H, W) or (N, d)
+    data : Tensor of shape (M, d) or (M, C, H, W), in the dtype and on the device of ``x``
+    chunk_size : int, optional, training images per chunk (does not change the result)
+    prepared : Prepared, optional, ``prepare(data)`` precomputed (then ``data`` is not read)
+
+    Returns
+    -------
+    Long tensor of shape (N,), on the device of ``x`` (piecewise constant in ``x``).
+    """
+    x = as_images(x, flat=True)
+    n = x.shape[0]
+    queries = x.reshape(n, -1)  # (N, d)
+    d = queries.shape[1]
+    aug, center = prepare(data) if prepared is None else prepared  # (M, d + 2), (d,)
+    if aug.shape[1] != d + 2 or aug.dtype != x.dtype or aug.device != x.device:
+        raise ValueError(f"training data must have d = {d} features, dtype {x.dtype} and device {x.device} like x; "
+                         f"got d = {aug.shape[1] - 2}, {aug.dtype}, {aug.device}")
+    chunk = resolve_chunk(chunk_size, n, BLOCK_ELEMENTS, minimum=512)
+    aug_q = augment_queries(queries.detach(), center, torch.ones(n, dtype=x.dtype, device=x.device))  # sigma = 1
+    best = queries.new_full((n,), -torch.inf)
+    index = torch.zeros(n, dtype=torch.long, device=x.device)
+    for start in range(0, aug.shape[0], chunk):
+        value, at = (aug_q @ aug[start:start + chunk].T).max(1)  # first maximum within the chunk
+        better = value > best  # strictly: an earlier chunk keeps a tie
+        best, index = torch.where(better, value, best), torch.where(better, at + start, index)
+    return index
+
+
+def smoothed_posterior_mean(x, sigma, data, noise, smoothing_std, *, temperature=1.0, chunk_size=None,
+                            prepared=None):
+    """The smoothed closed-form denoiser (sigma-CFDM, Scarvelis, Saez de Ocariz Borde & Solomon,
+    arXiv 2310.12395): the empirical posterior mean averaged over perturbed inputs,
+
+        D_s(x, sigma) = (1 / M) sum_m D(x + s eps_m, sigma),
+
+    a Monte Carlo estimate of ``E_eps D(x + s eps, sigma)`` with the fixed draws ``eps_m`` (the
+    same for every query, so a query's output does not depend on its batch). Smoothing the
+    closed-form score ``(D(x) - x) / sigma^2`` over its input is smoothing ``D``: the average is
+    a convex combination of training images (barycenters), which is how sigma-CFDMs generalise.
+    There is no closed form for two or more training images (the expectation of a softmax under
+    a Gaussian); ``s = 0`` is :func:`empirical_posterior_mean` and a one-image set is constant.
+
+    Parameters
+    ----------
+    x : Tensor of shape (N, C, H, W)
+    sigma : float or Tensor of shape (N,)
+    data : Tensor of shape (M_data, d), in the dtype and on the device of ``x``
+    noise : Tensor of shape (M, C, H, W), the draws ``eps_m``
+    smoothing_std : float >= 0, ``s``
+    temperature, chunk_size, prepared : as in :func:`empirical_posterior_mean`
+
+    Returns
+    -------
+    Tensor of the shape of ``x``. Differentiable with respect to ``x`` when autograd is on.
+    """
+    x = as_images(x)
+    smoothing_std = check_scalar(smoothing_std, "smoothing_std", Interval(float, 0))
+    n, m = x.shape[0], noise.shape[0]
+    if noise.dim() != x.dim() or noise.shape[1:] != x.shape[1:] or m == 0:
+        raise ValueError(f"noise must have shape (M >= 1, {', '.join(map(str, x.shape[1:]))}), got {tuple(noise.shape)}")
+    sigma = as_sigma(sigma, x)
+    # every query with every draw: (N M, C, H, W), queries in blocks so the (N M) batch stays bounded
+    block = query_block(m * x[0].numel() * x.element_size() * 4)
+
+    def smoothed(rows, levels):
+        perturbed = (rows[:, None] + smoothing_std * noise.to(x.dtype)[None]).flatten(0, 1)
+        out = empirical_posterior_mean(perturbed, levels.repeat_interleave(m), data, temperature=temperature,
+                                       chunk_size=chunk_size, prepared=prepared)
+        return out.reshape(len(rows), m, *x.shape[1:]).mean(1)
+
+    return torch.cat([smoothed(x[i:i + block], sigma[i:i + block]) for i in range(0, n, block)])

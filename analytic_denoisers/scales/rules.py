@@ -14,7 +14,7 @@ import math
 import torch
 
 from ..core.validation import Interval, as_images, check_scalar, sigma_grid
-from ..kernels.locality import locality_masks
+from ..kernels.locality import locality_masks, support
 from .table import Table
 
 
@@ -55,7 +55,7 @@ def wiener_radii(sigma, eigvals, eigvecs, image_shape, threshold):
     ``|W[n, m] / W[n, n]| >= threshold * max |W / diag W|`` with the Wiener filter
     ``W = U diag(lam / (lam + sigma^2)) U^T``. Its radius is the largest Chebyshev distance
     ``max(|i_n - i_m|, |j_n - j_m|)`` from m to an input pixel n in it (0 if it is m alone or
-    empty).
+    empty). With threshold 0 the neighbourhood is every input with a non-zero weight.
 
     Parameters
     ----------
@@ -73,7 +73,7 @@ def wiener_radii(sigma, eigvals, eigvecs, image_shape, threshold):
     if eigvecs.dim() != 2 or eigvecs.shape[0] != d or eigvals.shape != eigvecs.shape[1:]:
         raise ValueError(f"expected eigvals of shape (r,) and eigvecs of shape ({d}, r) for images of "
                          f"shape {shape}, got {tuple(eigvals.shape)} and {tuple(eigvecs.shape)}")
-    mask = locality_masks(float(sigma), eigvals, eigvecs, threshold).cpu()  # (d, d) [n, m]
+    mask = support(locality_masks(float(sigma), eigvals, eigvecs, threshold)).cpu()  # (d, d) [n, m]
     dist = chebyshev_distances(shape)  # (d, d)
     return torch.where(mask, dist, 0).amax(0)  # (d,) one radius per output pixel m
 

@@ -23,7 +23,7 @@ def test_metadata_is_recorded(saved):
     den, path = saved
     meta = io.info(path)
     assert meta["class"] == "EmpiricalOptimalDenoiser"
-    assert meta["params"] == {"chunk_size": 3, "top_k": None}
+    assert meta["params"] == {"chunk_size": 3, "top_k": None, "temperature": 1.0}
     assert meta["schema_version"] == io.SCHEMA_VERSION and meta["package_version"] == ad.__version__
     assert meta["image_shape"] == [1, 4, 4] and meta["n_samples"] == 9
     assert meta["fingerprint"] == den.fingerprint_

@@ -67,3 +67,15 @@ def test_unconditional_rejects_labels():
     den = ad.EmpiricalOptimalDenoiser().fit(tiny_images(5))
     with pytest.raises(ValueError, match="without labels"):
         den(tiny_images(2), 1.0, y=torch.tensor([0, 1]))
+
+
+@pytest.mark.parametrize("temperature", [0.3, 4.0])
+def test_temperature_divides_the_logits(temperature):
+    data, x = tiny_images(9, seed=30), tiny_images(3, seed=31)
+    out = ad.EmpiricalOptimalDenoiser(temperature=temperature).fit(data)(x, 0.5)
+    # softmax(-||x - x_i||^2 / (2 T sigma^2)), written out
+    logits = -torch.cdist(x.reshape(3, -1), data.reshape(9, -1)).square() / (2 * temperature * 0.25)
+    expect = torch.softmax(logits, 1) @ data.reshape(9, -1)
+    torch.testing.assert_close(out.reshape(3, -1), expect, rtol=1e-10, atol=1e-10)
+    with pytest.raises(ValueError, match="temperature"):
+        ad.EmpiricalOptimalDenoiser(temperature=0).fit(data)

@@ -8,7 +8,7 @@ import analytic_denoisers as ad
 from analytic_denoisers.kernels.locality import locality_masks, pca_locality_posterior_mean
 from analytic_denoisers.kernels.moments import moments
 from analytic_denoisers.kernels.wiener import eigenbasis
-from references import tiny_images
+from references import pca_locality_reference, tiny_images
 
 
 @pytest.mark.parametrize("threshold", [0.05, 0.3])
@@ -27,11 +27,40 @@ def test_estimator_is_the_kernel_with_the_masks_of_its_gaussian(threshold):
     torch.testing.assert_close(den(x, sigma), expect, rtol=0, atol=1e-12)
 
 
-def test_all_ones_mask_is_the_empirical_denoiser():
+def test_an_all_ones_mask_is_the_empirical_denoiser():
     data, x = tiny_images(10, seed=3), tiny_images(4, seed=4)
-    den = ad.PCALocalityDenoiser(threshold=0.0).fit(data)
-    assert bool(den.masks(0.7).all())
-    torch.testing.assert_close(den(x, 0.7), ad.EmpiricalOptimalDenoiser().fit(data)(x, 0.7))
+    ones = torch.ones(data[0].numel(), data[0].numel(), dtype=torch.bool)
+    out = pca_locality_posterior_mean(x, 0.7, data.reshape(10, -1), ones)
+    torch.testing.assert_close(out, ad.EmpiricalOptimalDenoiser().fit(data)(x, 0.7))
+
+
+@pytest.mark.parametrize("rule", ["published", "positive-diagonal"])
+def test_threshold_zero_and_temperature_and_rule_reach_the_kernel(rule):
+    data, x = tiny_images(12, (1, 3, 3), seed=5), tiny_images(2, (1, 3, 3), seed=6)
+    den = ad.PCALocalityDenoiser(threshold=0.0, temperature=2.5, mask_rule=rule).fit(data)
+    assert den.masks(0.5).dtype == torch.float64  # real-valued weights
+    ref, mask = pca_locality_reference(x, 0.5, data, 0.0, rule, temperature=2.5)
+    torch.testing.assert_close(den.masks(0.5), mask, rtol=1e-7, atol=1e-9)
+    torch.testing.assert_close(den(x, 0.5).reshape(2, -1), ref, rtol=1e-8, atol=1e-8)
+
+
+@pytest.mark.parametrize("statistics", ["class", "global"])
+def test_class_conditional_uses_that_class_and_its_statistics(statistics):
+    data, x = tiny_images(18, (1, 3, 3), seed=9), tiny_images(3, (1, 3, 3), seed=10)
+    y = torch.tensor([0, 1, 2] * 6)
+    den = ad.PCALocalityDenoiser(threshold=0.1, class_statistics=statistics).fit(data, y)
+    labels = torch.tensor([2, 0, 2])
+    out = den(x, 0.6, y=labels)
+    for n, label in enumerate(labels.tolist()):
+        members = data[y == label]
+        if statistics == "class":  # the class's own Gaussian gives the masks
+            ref, _ = pca_locality_reference(x[n:n + 1], 0.6, members, 0.1)
+        else:  # the whole set's masks, the class's images
+            ref = pca_locality_posterior_mean(x[n:n + 1], 0.6, members.reshape(6, -1), den.masks(0.6))
+        torch.testing.assert_close(out[n].reshape(1, -1), ref.reshape(1, -1), rtol=1e-9, atol=1e-9)
+    assert (den.class_eigvals_ is None) == (statistics == "global")
+    with pytest.raises(ValueError, match="pass y"):
+        den(x, 0.6)
 
 
 def test_threshold_schedule_is_a_function_of_sigma():

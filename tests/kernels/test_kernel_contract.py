@@ -67,7 +67,7 @@ def test_autograd_reaches_x(name):
 
 def test_statistics_that_do_not_fit_are_refused():
     x = tiny_images(2, seed=6)
-    with pytest.raises(ValueError, match=r"mask must be a bool tensor of shape \(36, 36\)"):
+    with pytest.raises(ValueError, match=r"mask must be a bool or float tensor of shape \(36, 36\)"):
         pca_locality_posterior_mean(x, 1.0, DATA.flatten(1), torch.ones(9, 9, dtype=torch.bool))
     with pytest.raises(ValueError, match=r"eigvecs \(36, r\)"):
         gaussian_posterior_mean(x, 1.0, BASIS.mean, BASIS.eigvals[:3], BASIS.eigvecs)

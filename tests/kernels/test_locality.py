@@ -122,3 +122,62 @@ def test_autograd_reaches_x_and_matches_finite_differences(sigma):
     torch.testing.assert_close(out.detach().reshape(2, -1), ref, rtol=1e-10, atol=1e-10)
     assert torch.autograd.gradcheck(lambda q: pca_locality_posterior_mean(q, sigma, flat, mask, chunk_size=4),
                                     (grad_x,), eps=1e-6, atol=1e-7)
+
+
+def near_constant_problem():
+    """Images with one nearly constant pixel (variance ~1e-12), whose Wiener diagonal falls
+    below the published rule's 1e-6 at sigma >= 1e-3."""
+    data, x = tiny_images(14, (1, 4, 4), seed=30), tiny_images(2, (1, 4, 4), seed=31)
+    data[:, 0, 0, 0] = 0.3 + 1e-6 * torch.arange(14, dtype=torch.float64).sin()
+    return data, x
+
+
+@pytest.mark.parametrize("rule", ["published", "positive-diagonal"])
+@pytest.mark.parametrize("threshold", [0.0, 0.05])
+@pytest.mark.parametrize("sigma", [0.05, 1.0, 20.0])
+def test_both_mask_rules_and_real_valued_masks_match_brute_force(rule, threshold, sigma):
+    data, x = near_constant_problem()
+    basis = eigenbasis(moments(data))
+    mask = locality_masks(sigma, basis.eigvals, basis.eigvecs, threshold, rule)
+    ref, ref_mask = pca_locality_reference(x, sigma, data, threshold, rule)
+    # the positive-diagonal rule divides a row by a diagonal of ~1e-10: its real weights carry
+    # the relative rounding of that difference (eigenbasis against the reference's solve)
+    tol = 1e-3 if (rule, threshold) == ("positive-diagonal", 0.0) else 1e-9
+    if threshold == 0:
+        assert mask.dtype == torch.float64
+        torch.testing.assert_close(mask, ref_mask, rtol=tol, atol=1e-9)
+    else:
+        assert torch.equal(mask, ref_mask)
+    for chunk_size in (3, None):
+        out = pca_locality_posterior_mean(x, sigma, data.reshape(14, -1), mask, chunk_size=chunk_size)
+        torch.testing.assert_close(out.reshape(2, -1), ref, rtol=tol, atol=tol)
+
+
+def test_published_rule_keeps_the_masks_that_a_near_constant_pixel_shrinks():
+    data, _ = near_constant_problem()
+    basis = eigenbasis(moments(data))
+    published, strict = (locality_masks(1.0, basis.eigvals, basis.eigvecs, 0.05, rule)
+                         for rule in ("published", "positive-diagonal"))
+    # dividing the near-constant pixel's row by its tiny diagonal sets max |M| for every pixel
+    assert int(strict.sum()) < int(published.sum())
+    assert int(published.sum()) > published.shape[0]  # more than the diagonal: not trivial
+
+
+@pytest.mark.parametrize("temperature", [0.25, 3.0])
+def test_temperature_divides_the_logits(temperature):
+    data, x = tiny_images(14, (1, 4, 4), seed=32), tiny_images(2, (1, 4, 4), seed=33)
+    ref, mask = pca_locality_reference(x, 0.4, data, 0.1, temperature=temperature)
+    out = pca_locality_posterior_mean(x, 0.4, data.reshape(14, -1), mask, temperature=temperature)
+    torch.testing.assert_close(out.reshape(2, -1), ref, rtol=1e-9, atol=1e-9)
+    with pytest.raises(ValueError, match="temperature"):
+        pca_locality_posterior_mean(x, 0.4, data.reshape(14, -1), mask, temperature=0.0)
+
+
+def test_bad_masks_are_refused():
+    data, x = tiny_images(5, (1, 2, 2), seed=34), tiny_images(1, (1, 2, 2), seed=35)
+    for mask in (torch.ones(4, 4, dtype=torch.long), torch.ones(3, 3), torch.full((4, 4), float("nan"))):
+        with pytest.raises(ValueError, match="mask"):
+            pca_locality_posterior_mean(x, 0.4, data.reshape(5, -1), mask)
+    with pytest.raises(ValueError, match="rule"):
+        basis = eigenbasis(moments(data))
+        locality_masks(0.4, basis.eigvals, basis.eigvecs, 0.1, "studio")

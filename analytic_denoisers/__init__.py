@@ -40,11 +40,13 @@ from .core.version import __version__
 from .denoisers.empirical import EmpiricalOptimalDenoiser, NearestNeighbourDenoiser, SmoothedClosedFormDenoiser
 from .denoisers.gaussian import GaussianDenoiser
 from .denoisers.locality import PCALocalityDenoiser
+from .denoisers.mixture import GaussianMixtureDenoiser
 from .denoisers.network import NetworkDenoiser
 from .denoisers.patches import LocalScoreDenoiser, PatchCompositeDenoiser
 from .kernels import moments as stats
 from .kernels.empirical import empirical_posterior_mean, nearest_training_index, smoothed_posterior_mean
 from .kernels.locality import locality_masks, pca_locality_posterior_mean
+from .kernels.mixture import gaussian_mixture_posterior_mean
 from .kernels.patches import (equivariant_local_score_posterior_mean, local_score_posterior_mean,
                               patch_composite_posterior_mean)
 from .kernels.wiener import gaussian_posterior_mean, gaussian_trajectory
@@ -58,6 +60,7 @@ __all__ = [
     "EmpiricalOptimalDenoiser",
     "FileFormatError",
     "GaussianDenoiser",
+    "GaussianMixtureDenoiser",
     "LocalScoreDenoiser",
     "NearestNeighbourDenoiser",
     "NetworkDenoiser",
@@ -71,6 +74,7 @@ __all__ = [
     "datasets",
     "empirical_posterior_mean",
     "equivariant_local_score_posterior_mean",
+    "gaussian_mixture_posterior_mean",
     "gaussian_posterior_mean",
     "gaussian_trajectory",
     "load",

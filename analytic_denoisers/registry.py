@@ -10,6 +10,7 @@ from .core.fingerprint import data_fingerprint
 from .denoisers.empirical import EmpiricalOptimalDenoiser, NearestNeighbourDenoiser, SmoothedClosedFormDenoiser
 from .denoisers.gaussian import GaussianDenoiser
 from .denoisers.locality import PCALocalityDenoiser
+from .denoisers.mixture import GaussianMixtureDenoiser
 from .denoisers.network import NetworkDenoiser
 from .denoisers.patches import LocalScoreDenoiser, PatchCompositeDenoiser
 from .scales.table import json_object_hook
@@ -24,6 +25,7 @@ METHODS = {
     "patch-composite": PatchCompositeDenoiser,
     "nearest": NearestNeighbourDenoiser,
     "sigma-cfdm": SmoothedClosedFormDenoiser,
+    "gaussian-mixture": GaussianMixtureDenoiser,
 }
 
 # every class a saved file may hold, by class name

@@ -16,6 +16,8 @@ from references import TINY_UNET
 CASES = {name: (cls, {}) for name, cls in METHODS.items()}
 CASES["els"] = (METHODS["local-score"], dict(patch_size=3, equivariant=True, padding="circular"))
 CASES["bbels"] = (METHODS["local-score"], dict(patch_size=3, equivariant=True, padding="zeros"))
+CASES["gaussian-mixture"] = (METHODS["gaussian-mixture"], dict(n_components=3))  # the suite fits on 5 images
+CASES["sigma-cfdm"] = (METHODS["sigma-cfdm"], dict(num_noise=3))
 CASES["unet"] = (ad.UNetDenoiser, TINY_UNET)
 # any network through the adapter: here D(x) = x / (1 + sigma^2), the Wiener filter of N(0, I)
 CASES["network"] = (ad.NetworkDenoiser, dict(network=lambda x, sigma: x / (1 + sigma.reshape(-1, 1, 1, 1) ** 2),

@@ -4,17 +4,22 @@ image, and a clear error on bad input (the estimators rely on it, so do users wh
 import pytest
 import torch
 
-from analytic_denoisers.kernels.empirical import empirical_posterior_mean
+from analytic_denoisers.kernels.empirical import empirical_posterior_mean, smoothed_posterior_mean
 from analytic_denoisers.kernels.locality import locality_masks, pca_locality_posterior_mean
+from analytic_denoisers.kernels.mixture import gaussian_mixture_posterior_mean
 from analytic_denoisers.kernels.moments import moments
 from analytic_denoisers.kernels.patch_index import build_patch_index
 from analytic_denoisers.kernels.patches import (equivariant_local_score_posterior_mean, local_score_posterior_mean,
                                                 patch_composite_posterior_mean)
 from analytic_denoisers.kernels.wiener import eigenbasis, gaussian_posterior_mean
-from references import tiny_images
+from references import randn, tiny_images
 
 DATA = tiny_images(9, seed=1)
 BASIS = eigenbasis(moments(DATA))
+HALVES = [eigenbasis(moments(half)) for half in (DATA[:5], DATA[5:])]  # a two-component mixture
+MIXTURE = (torch.tensor([5 / 9, 4 / 9], dtype=torch.float64).log(), torch.stack([b.mean for b in HALVES]),
+           torch.stack([b.eigvals for b in HALVES]), torch.stack([b.eigvecs for b in HALVES]))
+NOISE = randn(3, 1, 6, 6, seed=7)
 
 
 def masks(sigma):
@@ -29,7 +34,10 @@ KERNELS = {  # name -> f(x, sigma, data)
     "els": lambda x, s, data: equivariant_local_score_posterior_mean(x, s, data, 3, padding="circular"),
     "bbels": lambda x, s, data: equivariant_local_score_posterior_mean(x, s, data, 3, padding="zeros"),
     "pspc": lambda x, s, data: patch_composite_posterior_mean(x, s, data, lambda sigma: 2 if sigma < 1 else 4),
+    "gaussian-mixture": lambda x, s, data: gaussian_mixture_posterior_mean(x, s, *MIXTURE),
+    "sigma-cfdm": lambda x, s, data: smoothed_posterior_mean(x, s, data.flatten(1), NOISE, 0.2),
 }
+STATISTICS_ONLY = ("gaussian", "gaussian-mixture")  # kernels that read no training images
 
 
 @pytest.mark.parametrize("name", KERNELS)
@@ -51,7 +59,7 @@ def test_bad_input_raises(name):
     nan_x[0, 0, 0, 0] = float("nan")
     with pytest.raises(ValueError, match="NaN or Inf"):
         kernel(nan_x, 1.0, DATA)
-    if name != "gaussian":  # the others read the training images themselves
+    if name not in STATISTICS_ONLY:  # the others read the training images themselves
         with pytest.raises(ValueError, match="dtype torch.float64"):
             kernel(x, 1.0, DATA.float())
 

@@ -39,12 +39,13 @@ from .core.contract import DenoiserMixin
 from .core.version import __version__
 from .denoisers.empirical import EmpiricalOptimalDenoiser, NearestNeighbourDenoiser, SmoothedClosedFormDenoiser
 from .denoisers.gaussian import GaussianDenoiser
-from .denoisers.locality import PCALocalityDenoiser
+from .denoisers.locality import GoldDiffDenoiser, PCALocalityDenoiser
 from .denoisers.mixture import GaussianMixtureDenoiser
 from .denoisers.network import NetworkDenoiser
 from .denoisers.patches import LocalScoreDenoiser, PatchCompositeDenoiser
 from .kernels import moments as stats
 from .kernels.empirical import empirical_posterior_mean, nearest_training_index, smoothed_posterior_mean
+from .kernels.golddiff import golddiff_posterior_mean
 from .kernels.locality import locality_masks, pca_locality_posterior_mean
 from .kernels.mixture import gaussian_mixture_posterior_mean
 from .kernels.patches import (equivariant_local_score_posterior_mean, local_score_posterior_mean,
@@ -61,6 +62,7 @@ __all__ = [
     "FileFormatError",
     "GaussianDenoiser",
     "GaussianMixtureDenoiser",
+    "GoldDiffDenoiser",
     "LocalScoreDenoiser",
     "NearestNeighbourDenoiser",
     "NetworkDenoiser",
@@ -75,6 +77,7 @@ __all__ = [
     "empirical_posterior_mean",
     "equivariant_local_score_posterior_mean",
     "gaussian_mixture_posterior_mean",
+    "golddiff_posterior_mean",
     "gaussian_posterior_mean",
     "gaussian_trajectory",
     "load",

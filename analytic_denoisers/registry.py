@@ -9,7 +9,7 @@ from .core.artifact import FileFormatError, read, read_class
 from .core.fingerprint import data_fingerprint
 from .denoisers.empirical import EmpiricalOptimalDenoiser, NearestNeighbourDenoiser, SmoothedClosedFormDenoiser
 from .denoisers.gaussian import GaussianDenoiser
-from .denoisers.locality import PCALocalityDenoiser
+from .denoisers.locality import GoldDiffDenoiser, PCALocalityDenoiser
 from .denoisers.mixture import GaussianMixtureDenoiser
 from .denoisers.network import NetworkDenoiser
 from .denoisers.patches import LocalScoreDenoiser, PatchCompositeDenoiser
@@ -26,6 +26,7 @@ METHODS = {
     "nearest": NearestNeighbourDenoiser,
     "sigma-cfdm": SmoothedClosedFormDenoiser,
     "gaussian-mixture": GaussianMixtureDenoiser,
+    "golddiff": GoldDiffDenoiser,
 }
 
 # every class a saved file may hold, by class name
@@ -35,6 +36,8 @@ CLASSES = {cls.__name__: cls for cls in [*METHODS.values(), UNetDenoiser, Networ
 DATASET_DEFAULTS = {
     # Lukoianov et al. (arXiv 2509.09672) configs: 0.005 for MNIST / Fashion-MNIST, 0.05 for CIFAR-10
     ("pca-locality", "cifar10"): {"threshold": 0.05},
+    # GoldDiff (arXiv 2602.16498) configs: 0.02 for MNIST / Fashion-MNIST (the default), 0.03 for CIFAR-10
+    ("golddiff", "cifar10"): {"threshold": 0.03},
 }
 
 

@@ -1,11 +1,13 @@
-"""The PCA-locality estimator (Lukoianov et al., arXiv 2509.09672); the math is in
-:mod:`analytic_denoisers.kernels.locality`."""
+"""The PCA-locality estimator (Lukoianov et al., arXiv 2509.09672) and GoldDiff, PCA-locality over a
+golden subset (Shang et al., arXiv 2602.16498); the math is in
+:mod:`analytic_denoisers.kernels.locality` and :mod:`analytic_denoisers.kernels.golddiff`."""
 
 import torch
 from sklearn.base import BaseEstimator
 
 from ..core.contract import TrainingSetMixin
 from ..core.validation import Interval, Options, Schedule
+from ..kernels.golddiff import golddiff_posterior_mean, pool, proxy_factor, subset_sizes
 from ..kernels.locality import MASK_RULES, locality_masks, pca_locality_posterior_mean, prepare_transposed
 from ..kernels.moments import moments
 from ..kernels.wiener import eigenbasis
@@ -99,5 +101,83 @@ class PCALocalityDenoiser(TrainingSetMixin, BaseEstimator):
                 self.data_[slice(*bounds)].to(x.device, x.dtype)))
             return pca_locality_posterior_mean(x, sigma, None, lambda s: self.masks(s, k), temperature=self.temperature,
                                                chunk_size=self.chunk_size, prepared=prepared)
+
+        return self._by_class(x, sigma, y, posterior_mean, with_class=True)
+
+
+class GoldDiffDenoiser(PCALocalityDenoiser):
+    """GoldDiff: PCA-locality over a per-query golden subset of the training set (Shang et al.,
+    arXiv 2602.16498). **Approximate**: images outside the subset get no weight; with
+    ``k_min = k_max = N`` it is exact PCA-locality. The math is in
+    :mod:`analytic_denoisers.kernels.golddiff`.
+
+    Parameters
+    ----------
+    threshold, rank, chunk_size, temperature, mask_rule, class_statistics :
+        as in :class:`PCALocalityDenoiser` (the same masks and softmax); the default threshold
+        is GoldDiff's Fashion-MNIST / MNIST / ImageNet configuration, 0.02 (0.03 for CIFAR-10
+        and CelebA-HQ, 0.04 for AFHQ).
+    k_min, k_max : int, optional
+        Bounds of the subset size ``k_t`` (``k_min`` at low noise, ``k_max`` at high noise), and
+        ``k_max`` is the number of images the proxy screening keeps. Default: ``N / 20`` and
+        ``N / 10`` of the training images (of the class, with labels), as in GoldDiff's configs
+        (3,000 and 6,000 for the 60,000 Fashion-MNIST images).
+    proxy_resolution : int, default 16
+        The screening proxies are average-pooled to at most this many pixels a side (GoldDiff's
+        ``low_res_dim``: 28 x 28 images give a 14 x 14 proxy).
+    random_state : int, default 0
+        Seeds the pre-sampling permutation, drawn at fit and saved (the published code draws a
+        fresh random pre-sample per query and step; here a query's subset depends only on the
+        query and sigma, so the denoiser is deterministic and batch-invariant).
+
+    Attributes
+    ----------
+    order_ : Long tensor of shape (M,), the pre-sampling permutation (within each class, with labels)
+    the rest as in :class:`PCALocalityDenoiser`.
+    """
+
+    _fitted_state = PCALocalityDenoiser._fitted_state + ("order_",)
+    _parameter_constraints = {**PCALocalityDenoiser._parameter_constraints,
+                              "k_min": [Interval(int, 1), None], "k_max": [Interval(int, 1), None],
+                              "proxy_resolution": [Interval(int, 1)], "random_state": [Interval(int, 0)]}
+
+    def __init__(self, threshold=0.02, rank=None, chunk_size=None, temperature=1.0, mask_rule="published",
+                 class_statistics="class", k_min=None, k_max=None, proxy_resolution=16, random_state=0):
+        super().__init__(threshold=threshold, rank=rank, chunk_size=chunk_size, temperature=temperature,
+                         mask_rule=mask_rule, class_statistics=class_statistics)
+        self.k_min = k_min
+        self.k_max = k_max
+        self.proxy_resolution = proxy_resolution
+        self.random_state = random_state
+
+    def fit(self, X, y=None):
+        """As :meth:`PCALocalityDenoiser.fit`, and draw the pre-sampling permutation. Returns self."""
+        super().fit(X, y)
+        generator = torch.Generator().manual_seed(self.random_state)
+        bounds = [self._class_range(k) for k in (range(len(self.classes_)) if self.classes_ is not None else [None])]
+        self.order_ = torch.cat([lo + torch.randperm(hi - lo, generator=generator) for lo, hi in bounds])
+        return self
+
+    def subset_sizes(self, sigma, k=None):
+        """``(m_t, k_t)``: pre-sample and subset sizes at ``sigma`` (for class index ``k``)."""
+        self._check_fitted()
+        lo, hi = self._class_range(k)
+        return subset_sizes(float(sigma), hi - lo, *self._bounds(hi - lo))
+
+    def _bounds(self, n):
+        return (max(1, n // 20) if self.k_min is None else self.k_min,
+                max(1, n // 10) if self.k_max is None else self.k_max)
+
+    def _denoise(self, x, sigma, y):
+        def posterior_mean(x, sigma, bounds, k):  # one class (or all of the data)
+            lo, hi = bounds
+            k_min, k_max = self._bounds(hi - lo)
+            data = self._fitted_on("data_", x)[lo:hi]
+            factor = proxy_factor(*self.image_shape_[1:], self.proxy_resolution)
+            proxies = self._derived(("proxies", lo, hi), x, lambda: pool(data, factor))
+            order = self._derived(("order", lo, hi), x, lambda: (self.order_[lo:hi] - lo).to(x.device))
+            return golddiff_posterior_mean(x, sigma, data, lambda s: self.masks(s, k), order=order,
+                                           k_min=k_min, k_max=k_max, proxy_factor=factor, proxies=proxies,
+                                           temperature=self.temperature, chunk_size=self.chunk_size)
 
         return self._by_class(x, sigma, y, posterior_mean, with_class=True)

@@ -252,11 +252,12 @@ def pca_locality_posterior_mean(x, sigma, data, mask, *, temperature=1.0, chunk_
     temperature = check_scalar(temperature, "temperature", Interval(float, 0, closed="neither"))
     # work space per query once the data chunks are at their 512 images: three (d, chunk) blocks
     return per_level(x, sigma, lambda x, level: (_pca_locality_differentiable if differentiable else _pca_locality)(
-        x, level * temperature**0.5, prepared, _checked_mask(mask(level) if callable(mask) else mask, d, level),
+        x, level * temperature**0.5, prepared, checked_mask(mask(level) if callable(mask) else mask, d, level),
         chunk_size, block_size), per_query_bytes=3 * d * 512 * x.element_size())
 
 
-def _checked_mask(mask, d, sigma):
+def checked_mask(mask, d, sigma):
+    """``mask`` if it is a bool or finite float tensor of shape (d, d); ValueError naming sigma otherwise."""
     ok = isinstance(mask, torch.Tensor) and (mask.dtype == torch.bool or mask.is_floating_point())
     if not (ok and tuple(mask.shape) == (d, d)):
         got = f"{mask.dtype} of shape {tuple(mask.shape)}" if isinstance(mask, torch.Tensor) else type(mask).__name__

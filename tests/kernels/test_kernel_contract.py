@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from analytic_denoisers.kernels.empirical import empirical_posterior_mean, smoothed_posterior_mean
+from analytic_denoisers.kernels.golddiff import golddiff_posterior_mean
 from analytic_denoisers.kernels.locality import locality_masks, pca_locality_posterior_mean
 from analytic_denoisers.kernels.mixture import gaussian_mixture_posterior_mean
 from analytic_denoisers.kernels.moments import moments
@@ -35,6 +36,8 @@ KERNELS = {  # name -> f(x, sigma, data)
     "bbels": lambda x, s, data: equivariant_local_score_posterior_mean(x, s, data, 3, padding="zeros"),
     "pspc": lambda x, s, data: patch_composite_posterior_mean(x, s, data, lambda sigma: 2 if sigma < 1 else 4),
     "gaussian-mixture": lambda x, s, data: gaussian_mixture_posterior_mean(x, s, *MIXTURE),
+    "golddiff": lambda x, s, data: golddiff_posterior_mean(x, s, data, masks, k_min=2, k_max=4, order=torch.arange(9),
+                                                           proxy_factor=2),
     "sigma-cfdm": lambda x, s, data: smoothed_posterior_mean(x, s, data.flatten(1), NOISE, 0.2),
 }
 STATISTICS_ONLY = ("gaussian", "gaussian-mixture")  # kernels that read no training images

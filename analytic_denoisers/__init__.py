@@ -39,6 +39,7 @@ from .core.contract import DenoiserMixin
 from .core.version import __version__
 from .denoisers.empirical import EmpiricalOptimalDenoiser, NearestNeighbourDenoiser, SmoothedClosedFormDenoiser
 from .denoisers.gaussian import GaussianDenoiser
+from .denoisers.knn import KNNScoreDenoiser
 from .denoisers.locality import GoldDiffDenoiser, PCALocalityDenoiser
 from .denoisers.mixture import GaussianMixtureDenoiser
 from .denoisers.network import NetworkDenoiser
@@ -46,6 +47,7 @@ from .denoisers.patches import LocalScoreDenoiser, PatchCompositeDenoiser
 from .kernels import moments as stats
 from .kernels.empirical import empirical_posterior_mean, nearest_training_index, smoothed_posterior_mean
 from .kernels.golddiff import golddiff_posterior_mean
+from .kernels.knn import knn_posterior_mean
 from .kernels.locality import locality_masks, pca_locality_posterior_mean
 from .kernels.mixture import gaussian_mixture_posterior_mean
 from .kernels.patches import (equivariant_local_score_posterior_mean, local_score_posterior_mean,
@@ -63,6 +65,7 @@ __all__ = [
     "GaussianDenoiser",
     "GaussianMixtureDenoiser",
     "GoldDiffDenoiser",
+    "KNNScoreDenoiser",
     "LocalScoreDenoiser",
     "NearestNeighbourDenoiser",
     "NetworkDenoiser",
@@ -80,6 +83,7 @@ __all__ = [
     "golddiff_posterior_mean",
     "gaussian_posterior_mean",
     "gaussian_trajectory",
+    "knn_posterior_mean",
     "load",
     "local_score_posterior_mean",
     "locality_masks",

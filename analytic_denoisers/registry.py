@@ -9,6 +9,7 @@ from .core.artifact import FileFormatError, read, read_class
 from .core.fingerprint import data_fingerprint
 from .denoisers.empirical import EmpiricalOptimalDenoiser, NearestNeighbourDenoiser, SmoothedClosedFormDenoiser
 from .denoisers.gaussian import GaussianDenoiser
+from .denoisers.knn import KNNScoreDenoiser
 from .denoisers.locality import GoldDiffDenoiser, PCALocalityDenoiser
 from .denoisers.mixture import GaussianMixtureDenoiser
 from .denoisers.network import NetworkDenoiser
@@ -27,6 +28,7 @@ METHODS = {
     "sigma-cfdm": SmoothedClosedFormDenoiser,
     "gaussian-mixture": GaussianMixtureDenoiser,
     "golddiff": GoldDiffDenoiser,
+    "knn": KNNScoreDenoiser,
 }
 
 # every class a saved file may hold, by class name

@@ -18,6 +18,8 @@ CASES["els"] = (METHODS["local-score"], dict(patch_size=3, equivariant=True, pad
 CASES["bbels"] = (METHODS["local-score"], dict(patch_size=3, equivariant=True, padding="zeros"))
 CASES["gaussian-mixture"] = (METHODS["gaussian-mixture"], dict(n_components=3))  # the suite fits on 5 images
 CASES["golddiff"] = (METHODS["golddiff"], dict(k_min=2, k_max=4))  # a real subset of the suite's images
+CASES["knn"] = (METHODS["knn"], dict(n_neighbors=4, n_draws=3))  # approximate: 7 of the suite's images
+CASES["knn-proposal"] = (METHODS["knn"], dict(n_neighbors=4, n_draws=3, sampling="proposal"))
 CASES["sigma-cfdm"] = (METHODS["sigma-cfdm"], dict(num_noise=3))
 CASES["unet"] = (ad.UNetDenoiser, TINY_UNET)
 # any network through the adapter: here D(x) = x / (1 + sigma^2), the Wiener filter of N(0, I)

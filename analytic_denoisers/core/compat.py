@@ -91,3 +91,15 @@ def import_diffusers():
     except ImportError:
         raise ImportError("diffusers is not installed: pip install 'analytic-denoisers[diffusers]'") from None
     return diffusers
+
+
+def import_faiss(required=True):
+    """faiss (an optional extra, ``faiss-cpu``); with ``required=False`` None where it is missing."""
+    try:
+        import faiss
+    except ImportError:
+        if not required:
+            return None
+        raise ImportError("faiss is not installed: pip install 'analytic-denoisers[faiss]' (or faiss-cpu), "
+                          "or use index='exact'") from None
+    return faiss

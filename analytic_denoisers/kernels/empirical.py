@@ -121,18 +121,27 @@ def empirical_posterior_mean(x, sigma, data, *, temperature=1.0, chunk_size=None
     return (center + softmax_average(aug_q, aug, aug[:, :d + 1], chunk)).reshape(x.shape)
 
 
-def _top_k_posterior_mean(aug_q, aug, chunk, k):
-    """Softmax over each query's k largest logits, found chunk by chunk; centred output."""
-    k, n, d = check_scalar(k, "top_k", Interval(int, 1)), aug_q.shape[0], aug.shape[1] - 2
+def running_top_k(aug_q, aug, k, chunk):
+    """The ``k`` largest scores ``aug_q @ aug.T`` per query, found chunk by chunk: (scores, indices),
+    each of shape (N, min(k, M)), largest first. With ``augment_queries`` at any sigma the largest
+    scores are the nearest training images."""
+    n = aug_q.shape[0]
     best = aug_q.new_full((n, 0), -torch.inf)
     best_idx = torch.zeros((n, 0), dtype=torch.long, device=aug_q.device)
     for start in range(0, aug.shape[0], chunk):
-        logits = aug_q @ aug[start:start + chunk].T  # (N, c)
-        idx = torch.arange(start, start + logits.shape[1], device=aug_q.device).expand(n, -1)
-        cand, cand_idx = torch.cat([best, logits], 1), torch.cat([best_idx, idx], 1)
+        scores = aug_q @ aug[start:start + chunk].T  # (N, c)
+        idx = torch.arange(start, start + scores.shape[1], device=aug_q.device).expand(n, -1)
+        cand, cand_idx = torch.cat([best, scores], 1), torch.cat([best_idx, idx], 1)
         best, pos = cand.topk(min(k, cand.shape[1]), dim=1)
         best_idx = cand_idx.gather(1, pos)
-    acc = StreamingSoftmax((n, 1), aug_q.dtype, aug_q.device)
+    return best, best_idx
+
+
+def _top_k_posterior_mean(aug_q, aug, chunk, k):
+    """Softmax over each query's k largest logits, found chunk by chunk; centred output."""
+    k, d = check_scalar(k, "top_k", Interval(int, 1)), aug.shape[1] - 2
+    best, best_idx = running_top_k(aug_q, aug, k, chunk)
+    acc = StreamingSoftmax((aug_q.shape[0], 1), aug_q.dtype, aug_q.device)
     values = aug[:, :d + 1][best_idx]  # (N, k, d + 1): pixels and a column of ones
     acc.add(best, 1, lambda w: torch.einsum("nk,nkd->nd", w, values))
     return acc.mean(aug_q.dtype)

@@ -38,6 +38,7 @@ from .core.artifact import FileFormatError
 from .core.contract import DenoiserMixin
 from .core.version import __version__
 from .denoisers.empirical import EmpiricalOptimalDenoiser, NearestNeighbourDenoiser, SmoothedClosedFormDenoiser
+from .denoisers.flex import PatchFlexDenoiser
 from .denoisers.gaussian import GaussianDenoiser
 from .denoisers.knn import KNNScoreDenoiser
 from .denoisers.locality import GoldDiffDenoiser, PCALocalityDenoiser
@@ -46,6 +47,7 @@ from .denoisers.network import NetworkDenoiser
 from .denoisers.patches import LocalScoreDenoiser, PatchCompositeDenoiser
 from .kernels import moments as stats
 from .kernels.empirical import empirical_posterior_mean, nearest_training_index, smoothed_posterior_mean
+from .kernels.flex import patch_flex_posterior_mean
 from .kernels.golddiff import golddiff_posterior_mean
 from .kernels.knn import knn_posterior_mean
 from .kernels.locality import locality_masks, pca_locality_posterior_mean
@@ -71,6 +73,7 @@ __all__ = [
     "NetworkDenoiser",
     "PCALocalityDenoiser",
     "PatchCompositeDenoiser",
+    "PatchFlexDenoiser",
     "SmoothedClosedFormDenoiser",
     "UNetDenoiser",
     "__version__",
@@ -90,6 +93,7 @@ __all__ = [
     "metrics",
     "nearest_training_index",
     "patch_composite_posterior_mean",
+    "patch_flex_posterior_mean",
     "pca_locality_posterior_mean",
     "registry",
     "sample",

@@ -8,6 +8,7 @@ import torch
 from .core.artifact import FileFormatError, read, read_class
 from .core.fingerprint import data_fingerprint
 from .denoisers.empirical import EmpiricalOptimalDenoiser, NearestNeighbourDenoiser, SmoothedClosedFormDenoiser
+from .denoisers.flex import PatchFlexDenoiser
 from .denoisers.gaussian import GaussianDenoiser
 from .denoisers.knn import KNNScoreDenoiser
 from .denoisers.locality import GoldDiffDenoiser, PCALocalityDenoiser
@@ -29,6 +30,7 @@ METHODS = {
     "gaussian-mixture": GaussianMixtureDenoiser,
     "golddiff": GoldDiffDenoiser,
     "knn": KNNScoreDenoiser,
+    "patch-flex": PatchFlexDenoiser,
 }
 
 # every class a saved file may hold, by class name

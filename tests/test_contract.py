@@ -20,6 +20,7 @@ CASES["gaussian-mixture"] = (METHODS["gaussian-mixture"], dict(n_components=3)) 
 CASES["golddiff"] = (METHODS["golddiff"], dict(k_min=2, k_max=4))  # a real subset of the suite's images
 CASES["knn"] = (METHODS["knn"], dict(n_neighbors=4, n_draws=3))  # approximate: 7 of the suite's images
 CASES["knn-proposal"] = (METHODS["knn"], dict(n_neighbors=4, n_draws=3, sampling="proposal"))
+CASES["patch-flex-own-patch"] = (METHODS["patch-flex"], dict(mass=0.4, aggregation="own-patch"))
 CASES["sigma-cfdm"] = (METHODS["sigma-cfdm"], dict(num_noise=3))
 CASES["unet"] = (ad.UNetDenoiser, TINY_UNET)
 # any network through the adapter: here D(x) = x / (1 + sigma^2), the Wiener filter of N(0, I)

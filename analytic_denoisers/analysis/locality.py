@@ -12,42 +12,11 @@ sigma^2)) U^T`` (the Jacobian of the Gaussian denoiser); their PCA-locality mask
 import torch
 
 from .. import metrics
-from ..core.contract import as_denoise_fn
 from ..core.validation import Interval, Sequence, as_images, check_scalar
+from ..kernels.jacobian import jacobian_rows
 from ..kernels.locality import locality_masks, support
 from ..kernels.wiener import wiener_matrix
 from ..viz import pyplot, save_figure
-
-
-def jacobian_rows(denoiser, x, sigma, pixels):
-    """Rows ``dD(x, sigma)[n, m] / dx[n]`` for flat output indices ``m`` in ``pixels``.
-
-    One backward pass per pixel serves the whole batch, which assumes that the denoiser treats
-    the images of a batch independently (every denoiser of this package does).
-
-    Parameters
-    ----------
-    denoiser : object with ``denoise(x, sigma)``, or a callable ``f(x, sigma)``, that lets
-        autograd reach ``x``
-    x : Tensor of shape (N, C, H, W), the noisy inputs
-    sigma : float
-    pixels : sequence of int, flat indices into ``C * H * W``
-
-    Returns
-    -------
-    Tensor of shape (N, len(pixels), C * H * W).
-    """
-    x = as_images(x).detach().clone().requires_grad_(True)
-    d = x[0].numel()
-    if any(not 0 <= int(m) < d for m in pixels):
-        raise ValueError(f"pixels must be flat indices in [0, {d}), got {list(pixels)}")
-    with torch.enable_grad():
-        out = as_denoise_fn(denoiser)(x, sigma).reshape(len(x), -1)
-        if not out.requires_grad:
-            raise ValueError(f"{type(denoiser).__name__} does not let autograd reach its input")
-        rows = [torch.autograd.grad(out[:, int(m)].sum(), x, retain_graph=True)[0].reshape(len(x), -1)
-                for m in pixels]
-    return torch.stack(rows, 1)
 
 
 def pixel_indices(image_shape, positions):

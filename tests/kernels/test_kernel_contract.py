@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from analytic_denoisers.kernels.empirical import empirical_posterior_mean, smoothed_posterior_mean
+from analytic_denoisers.kernels.flex import mass_masks, patch_flex_posterior_mean
 from analytic_denoisers.kernels.golddiff import golddiff_posterior_mean
 from analytic_denoisers.kernels.locality import locality_masks, pca_locality_posterior_mean
 from analytic_denoisers.kernels.mixture import gaussian_mixture_posterior_mean
@@ -12,7 +13,7 @@ from analytic_denoisers.kernels.moments import moments
 from analytic_denoisers.kernels.patch_index import build_patch_index
 from analytic_denoisers.kernels.patches import (equivariant_local_score_posterior_mean, local_score_posterior_mean,
                                                 patch_composite_posterior_mean)
-from analytic_denoisers.kernels.wiener import eigenbasis, gaussian_posterior_mean
+from analytic_denoisers.kernels.wiener import eigenbasis, gaussian_posterior_mean, wiener_matrix
 from references import randn, tiny_images
 
 DATA = tiny_images(9, seed=1)
@@ -38,6 +39,8 @@ KERNELS = {  # name -> f(x, sigma, data)
     "gaussian-mixture": lambda x, s, data: gaussian_mixture_posterior_mean(x, s, *MIXTURE),
     "golddiff": lambda x, s, data: golddiff_posterior_mean(x, s, data, masks, k_min=2, k_max=4, order=torch.arange(9),
                                                            proxy_factor=2),
+    "patch-flex": lambda x, s, data: patch_flex_posterior_mean(
+        x, s, data.flatten(1), lambda sigma: mass_masks(wiener_matrix(sigma, BASIS.eigvals, BASIS.eigvecs).abs(), 0.5)),
     "sigma-cfdm": lambda x, s, data: smoothed_posterior_mean(x, s, data.flatten(1), NOISE, 0.2),
 }
 STATISTICS_ONLY = ("gaussian", "gaussian-mixture")  # kernels that read no training images

@@ -2,7 +2,9 @@
 
 Fits every denoiser on the shipped default training subset (10,000 Fashion-MNIST images); the
 patch sizes of the LS / ELS / bbELS machines and the PSPC crops follow the data-derived SNR
-rule (``ad.scales.snr_resolution_schedule``), PCA-locality uses its default threshold:
+rule (``ad.scales.snr_resolution_schedule``); every other method has its default hyper-parameters
+(PCA-locality threshold 0.005, GoldDiff 0.02, PSPC-Flex the Wiener rows with the published
+CIFAR-10 mass schedule):
 
     python benchmarks/figures_methods.py --out docs/figures
 """
@@ -32,12 +34,18 @@ def main():
     sizes = ad.scales.snr_resolution_schedule(X, SIGMAS)
     methods = {
         "Gaussian": ad.GaussianDenoiser(),
+        "GMM (10 k-means)": ad.GaussianMixtureDenoiser(),
         "empirical": ad.EmpiricalOptimalDenoiser(),
+        "nearest": ad.NearestNeighbourDenoiser(),
+        "sigma-CFDM": ad.SmoothedClosedFormDenoiser(),
+        "kNN (k=n=100)": ad.KNNScoreDenoiser(),
         "PCA-locality": ad.PCALocalityDenoiser(),
+        "GoldDiff": ad.GoldDiffDenoiser(),
         "LS": ad.LocalScoreDenoiser(patch_size=sizes),
         "ELS": ad.LocalScoreDenoiser(patch_size=sizes, equivariant=True, padding="circular"),
         "bbELS": ad.LocalScoreDenoiser(patch_size=sizes, equivariant=True, padding="zeros"),
         "PSPC": ad.PatchCompositeDenoiser(patch_size=sizes),
+        "PSPC-Flex (Wiener)": ad.PatchFlexDenoiser(),
     }
     for den in methods.values():
         den.fit(X)

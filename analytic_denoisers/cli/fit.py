@@ -24,7 +24,8 @@ def run(args):
     X, y = options.load_data(args, return_labels=True)
     print(f"fitting {est!r} on {args.dataset}/{args.split}: {tuple(X.shape)}", file=sys.stderr)
     est.fit(X.to(options.device(args.device)), y if args.labels else None)
-    if args.labels and est.classes_ is None:
+    # labels make a denoiser class-conditional, or (a mixture of classes) group its components
+    if args.labels and est.classes_ is None and getattr(est, "components", None) != "classes":
         raise ValueError(f"method {args.method!r} does not use class labels: drop --labels")
     est.save(args.out)
     print(f"wrote {args.out}")

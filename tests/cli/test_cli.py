@@ -13,6 +13,9 @@ from analytic_denoisers.cli import main
 @pytest.mark.parametrize("method, extra", [
     ("gaussian", ["--param", "rank=20"]), ("empirical", ["--labels"]),
     ("local-score", ["--param", "patch_size=3", "--labels"]), ("patch-composite", ["--param", "patch_size=4"]),
+    ("nearest", []), ("sigma-cfdm", ["--param", "num_noise=2"]), ("knn", ["--param", "n_neighbors=20"]),
+    ("gaussian-mixture", ["--param", "components=classes", "--labels"]), ("golddiff", ["--labels"]),
+    ("pca-locality", ["--param", "threshold=0", "--param", "temperature=2"]), ("patch-flex", ["--param", "mass=0.5"]),
 ])
 def test_fit_sample_info(tmp_path, capsys, method, extra):
     model = tmp_path / f"{method}.h5"

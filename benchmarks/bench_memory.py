@@ -34,6 +34,12 @@ CASES = {  # name -> (registry name, hyper-parameters, uses --train-els)
     "ELS prune_tol=1e-3": ("local-score", {"patch_size": 5, "equivariant": True, "padding": "circular",
                                            "prune_tol": 1e-3}, True),
     "PSPC (patch 8)": ("patch-composite", {"patch_size": 8}, False),
+    "nearest": ("nearest", {}, False),
+    "sigma-CFDM": ("sigma-cfdm", {}, False),
+    "kNN (k=n=100)": ("knn", {}, False),
+    "Gaussian mixture": ("gaussian-mixture", {}, False),
+    "GoldDiff": ("golddiff", {}, False),
+    "PSPC-Flex": ("patch-flex", {}, False),
 }
 
 

@@ -60,6 +60,17 @@ def prepare(data):
     return Prepared(aug, center)
 
 
+def checked_prepared(queries, data, prepared=None):
+    """``prepare(data)``, or ``prepared``, checked against the queries (N, d): the same d, dtype and
+    device, else a ValueError saying what was expected. Returns ``(augmented, center)``."""
+    aug, center = prepare(data) if prepared is None else prepared
+    d = queries.shape[1]
+    if aug.shape[1] != d + 2 or aug.dtype != queries.dtype or aug.device != queries.device:
+        raise ValueError(f"training data must have d = {d} features, dtype {queries.dtype} and device "
+                         f"{queries.device} like x; got d = {aug.shape[1] - 2}, {aug.dtype}, {aug.device}")
+    return aug, center
+
+
 def augment_queries(queries, center, sigma):
     """``[x_n - c, 0, -1/2] / sigma_n^2`` per query: shape (N, k + 2), to pair with :func:`prepare`.
 
@@ -105,12 +116,7 @@ def empirical_posterior_mean(x, sigma, data, *, temperature=1.0, chunk_size=None
     n = x.shape[0]
     queries = x.reshape(n, -1)  # (N, d)
     d = queries.shape[1]
-    aug, center = prepare(data) if prepared is None else prepared  # (M, d + 2), (d,)
-    if aug.shape[1] != d + 2 or aug.dtype != x.dtype or aug.device != x.device:
-        raise ValueError(
-            f"training data must have d = {d} features, dtype {x.dtype} and device {x.device} "
-            f"like x; got d = {aug.shape[1] - 2}, {aug.dtype}, {aug.device}"
-        )
+    aug, center = checked_prepared(queries, data, prepared)  # (M, d + 2), (d,)
     chunk = resolve_chunk(chunk_size, n, BLOCK_ELEMENTS, minimum=512)
     temperature = check_scalar(temperature, "temperature", Interval(float, 0, closed="neither"))
     aug_q = augment_queries(queries, center, as_sigma(sigma, x) * temperature**0.5)
@@ -168,11 +174,7 @@ def nearest_training_index(x, data, *, chunk_size=None, prepared=None):
     x = as_images(x, flat=True)
     n = x.shape[0]
     queries = x.reshape(n, -1)  # (N, d)
-    d = queries.shape[1]
-    aug, center = prepare(data) if prepared is None else prepared  # (M, d + 2), (d,)
-    if aug.shape[1] != d + 2 or aug.dtype != x.dtype or aug.device != x.device:
-        raise ValueError(f"training data must have d = {d} features, dtype {x.dtype} and device {x.device} like x; "
-                         f"got d = {aug.shape[1] - 2}, {aug.dtype}, {aug.device}")
+    aug, center = checked_prepared(queries, data, prepared)  # (M, d + 2), (d,)
     chunk = resolve_chunk(chunk_size, n, BLOCK_ELEMENTS, minimum=512)
     aug_q = augment_queries(queries.detach(), center, torch.ones(n, dtype=x.dtype, device=x.device))  # sigma = 1
     best = queries.new_full((n,), -torch.inf)

@@ -39,7 +39,7 @@ import torch
 
 from ..core.batching import query_block
 from ..core.validation import Interval, as_images, as_sigma, check_data, check_scalar
-from .empirical import BLOCK_ELEMENTS, augment_queries, prepare, running_top_k
+from .empirical import BLOCK_ELEMENTS, augment_queries, checked_prepared, prepare, running_top_k
 from .softmax import StreamingSoftmax, resolve_chunk
 
 MIN_CHUNK = 512  # training images per chunk of the exact search, at least
@@ -70,11 +70,7 @@ def exact_neighbours(queries, data, k, chunk_size=None, *, prepared=None):
     LongTensor of shape (B, min(k, M)), nearest first. Not differentiable (piecewise constant).
     """
     queries = queries.reshape(len(queries), -1)
-    aug, center = prepare(data) if prepared is None else prepared  # (M, d + 2), (d,)
-    if aug.shape[1] != queries.shape[1] + 2 or aug.dtype != queries.dtype or aug.device != queries.device:
-        raise ValueError(f"training data must have d = {queries.shape[1]} features, dtype {queries.dtype} and "
-                         f"device {queries.device} like the queries; got d = {aug.shape[1] - 2}, {aug.dtype}, "
-                         f"{aug.device}")
+    aug, center = checked_prepared(queries, data, prepared)  # (M, d + 2), (d,)
     k = min(check_scalar(k, "k", Interval(int, 1)), len(aug))
     chunk = MIN_CHUNK if chunk_size is None else check_scalar(chunk_size, "chunk_size", Interval(int, 1))
     block = query_block((k + chunk) * 2 * (queries.element_size() + 8))  # candidate scores and indices

@@ -57,7 +57,12 @@ def test_per_level_passes_a_number_exactly_and_tensor_levels_as_given():
     lambda: ad.LocalScoreDenoiser(patch_size=3, equivariant=True, padding="zeros"),
     lambda: ad.LocalScoreDenoiser(patch_size=3, equivariant=True, padding="circular", prune_tol=1e-3),
     lambda: ad.EmpiricalOptimalDenoiser(top_k=5),
-], ids=["pca-locality", "ELS", "bbELS", "ELS prune_tol", "empirical top_k"])
+    lambda: ad.GoldDiffDenoiser(threshold=0.1, k_min=3, k_max=6),
+    lambda: ad.KNNScoreDenoiser(n_neighbors=3, n_draws=4),
+    lambda: ad.SmoothedClosedFormDenoiser(num_noise=3),
+    lambda: ad.PatchFlexDenoiser(mass=0.5),
+], ids=["pca-locality", "ELS", "bbELS", "ELS prune_tol", "empirical top_k", "golddiff", "knn", "sigma-cfdm",
+        "patch-flex"])
 def test_query_blocks_leave_the_result_unchanged(monkeypatch, make):
     """Kernels whose work space grows with the number of queries take them in blocks within
     WORK_BUDGET; with a budget of one byte every query is its own block, with the same result."""

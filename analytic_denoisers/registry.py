@@ -103,6 +103,8 @@ def load(path, *, classes=(), verify=True, **params):
     # the package's classes declare their whole fitted state; a user's class may save more
     _, saved, state = read(path, object_hook=json_object_hook,
                            fitted_state=cls._fitted_state if CLASSES.get(name) is cls else None)
+    if hasattr(cls, "_upgrade_saved"):  # a file written before the class gained state or parameters
+        saved, state = cls._upgrade_saved(saved, state)
     missing = sorted(set(cls._fitted_state) - set(state))
     if missing:
         raise FileFormatError(f"{path}: truncated or corrupt contents (missing fitted state {missing}); "

@@ -12,7 +12,6 @@ difference and the mean per-image R² of the approximation against the exact out
 
 import argparse
 
-import torch
 
 import analytic_denoisers as ad
 from analytic_denoisers.core.noise import seeded_noise

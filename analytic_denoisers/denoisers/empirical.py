@@ -133,7 +133,7 @@ class SmoothedClosedFormDenoiser(TrainingSetMixin, BaseEstimator):
     _parameter_constraints = {
         "smoothing_std": [Interval(float, 0)],
         "num_noise": [Interval(int, 1)],
-        "random_state": [Interval(int, 0)],
+        "random_state": [Interval(int, 0, 2**63 - 1)],
         "temperature": [Interval(float, 0, closed="neither")],
         "chunk_size": [Interval(int, 1), None],
     }
@@ -154,6 +154,10 @@ class SmoothedClosedFormDenoiser(TrainingSetMixin, BaseEstimator):
         return self
 
     def _denoise(self, x, sigma, y):
+        if len(self.noise_) != self.num_noise:
+            raise ValueError(f"SmoothedClosedFormDenoiser was fitted with num_noise={len(self.noise_)}, now "
+                             f"num_noise={self.num_noise}: call fit again (its draws are made at fit)")
+
         def posterior_mean(x, sigma, bounds):
             prepared = self._derived(("prepared", *bounds), x,
                                      lambda: prepare(self.data_[slice(*bounds)].to(x.device, x.dtype)))

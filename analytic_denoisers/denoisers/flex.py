@@ -101,7 +101,7 @@ class PatchFlexDenoiser(TrainingSetMixin, BaseEstimator):
         "sigmas": [Sequence(Interval(float, 0, closed="neither")), None],
         "n_probe": [Interval(int, 1)],
         "aggregation": [Options(*AGGREGATIONS)],
-        "random_state": [Interval(int, 0)],
+        "random_state": [Interval(int, 0, 2**63 - 1)],
         "chunk_size": [Interval(int, 1), None],
     }
 
@@ -161,6 +161,9 @@ class PatchFlexDenoiser(TrainingSetMixin, BaseEstimator):
         """The map ``S[m, n]`` of shape (d, d) used at noise level ``sigma`` (float64, CPU)."""
         self._check_fitted()
         sigma = float(sigma)
+        if (self.sensitivity == "network") != (self.sensitivity_ is not None):
+            raise ValueError(f"PatchFlexDenoiser: sensitivity={self.sensitivity!r} was set after a fit with the "
+                             "other source: call fit again")
         if self.sensitivity_ is None:
             return wiener_matrix(sigma, self.eigvals_, self.eigvecs_).abs()
         nearest = Table(self.sensitivity_sigmas_, range(len(self.sensitivity_sigmas_)))  # index, in log-sigma

@@ -57,8 +57,9 @@ class KNNScoreDenoiser(TrainingSetMixin, BaseEstimator):
         weights are recomputed exactly in the dtype of ``x``. "exact" is the default so that
         results do not depend on what is installed (float32 search may order near-ties differently).
     random_state : int, default 0
-        Seed of the random images: ``fit`` draws the permutation ``tail_order_`` from it, and the
-        proposal's uniforms are ``torch.rand((n_draws, 3))`` from a generator seeded with it.
+        Seed of the random images: ``fit`` draws the permutation ``tail_order_`` and the proposal's
+        uniforms ``draws_`` (``torch.rand((n_draws, 3))``) from it; like every random choice of
+        the package's estimators, a new value takes effect at the next ``fit``.
     chunk_size : int, optional
         Training images per chunk of the exact search (default: adapts to the batch). Changes
         nothing but the order of ties.
@@ -68,6 +69,7 @@ class KNNScoreDenoiser(TrainingSetMixin, BaseEstimator):
     tail_order_ : LongTensor of shape (N,)
         A permutation of the training images; a query's tail S is the first ``n_draws`` images of
         it (of its class) that are not among its neighbours.
+    draws_ : Tensor of shape (n_draws, 3), float64, the proposal's uniforms (``sampling="proposal"``)
     data_ : Tensor of shape (N, C, H, W)
         The training images (float64 kept, others as float32), sorted by class when fitted with
         labels.
@@ -84,7 +86,7 @@ class KNNScoreDenoiser(TrainingSetMixin, BaseEstimator):
         "random_state": [Interval(int, 0, 2**63 - 1)],
         "chunk_size": [Interval(int, 1), None],
     }
-    _fitted_state = TrainingSetMixin._fitted_state + ("tail_order_",)
+    _fitted_state = TrainingSetMixin._fitted_state + ("tail_order_", "draws_")
 
     def __init__(self, n_neighbors=100, n_draws=100, sampling="tail", index="exact", random_state=0,
                  chunk_size=None):
@@ -109,6 +111,8 @@ class KNNScoreDenoiser(TrainingSetMixin, BaseEstimator):
             import_faiss()  # missing: say so now, not at the first denoise
         generator = torch.Generator().manual_seed(int(self.random_state))
         self.tail_order_ = torch.randperm(len(self.data_), generator=generator)
+        generator = torch.Generator().manual_seed(int(self.random_state))
+        self.draws_ = torch.rand((self.n_draws, 3), generator=generator, dtype=torch.float64)
         return self
 
     def _denoise(self, x, sigma, y):
@@ -119,9 +123,10 @@ class KNNScoreDenoiser(TrainingSetMixin, BaseEstimator):
             data = self._fitted_on("data_", x)[lo:hi]
             search = self._neighbour_search(faiss, x, data, bounds)
             if self.sampling == "proposal":
-                draws = self._derived(("draws", self.n_draws, self.random_state), x, lambda: torch.rand(
-                    (self.n_draws, 3), generator=torch.Generator().manual_seed(int(self.random_state)),
-                    dtype=torch.float64).to(x.device))
+                if len(self.draws_) != self.n_draws:
+                    raise ValueError(f"KNNScoreDenoiser was fitted with n_draws={len(self.draws_)}, now "
+                                     f"n_draws={self.n_draws}: call fit again (its draws are made at fit)")
+                draws = self._fitted_on("draws_", torch.empty(0, dtype=torch.float64, device=x.device))
                 return knn_proposal_posterior_mean(x, sigma, data, k=self.n_neighbors, draws=draws, neighbours=search)
             order = self._derived(("tail_order", *bounds), x, lambda: self._class_order(lo, hi).to(x.device))
             return knn_posterior_mean(x, sigma, data, k=self.n_neighbors, n_tail=self.n_draws, tail_order=order,

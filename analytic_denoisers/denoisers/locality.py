@@ -87,11 +87,24 @@ class PCALocalityDenoiser(TrainingSetMixin, BaseEstimator):
             self.class_eigvecs_ = torch.stack([b.eigvecs for b in bases])
         return self
 
+    @classmethod
+    def _upgrade_saved(cls, params, state):
+        """A file saved before the published mask rule and class conditioning (package 0.1.0 up to
+        that change): its masks were made with the positive-diagonal rule, and it has no labels."""
+        if "mask_rule" not in params:
+            params = {**params, "mask_rule": "positive-diagonal"}
+            state = {**{name: None for name in ("labels_", "classes_", "class_offsets_", "class_eigvals_",
+                                                "class_eigvecs_")}, **state}
+        return params, state
+
     def masks(self, sigma, k=None):
         """The masks ``mask[n, m]`` of shape (d, d) at noise level ``sigma`` (CPU): bool, or float64
         weights for threshold 0. ``k``: the index of a class in ``classes_`` (its own statistics)."""
         self._check_fitted()
-        own = k is not None and self.class_eigvals_ is not None
+        own = k is not None and self.class_statistics == "class"
+        if own and self.class_eigvals_ is None:
+            raise ValueError("PCALocalityDenoiser: class_statistics='class' needs each class's statistics, which "
+                             "this fit did not compute (it was fitted with 'global'): call fit(X, y) again")
         eigvals, eigvecs = (self.class_eigvals_[k], self.class_eigvecs_[k]) if own else (self.eigvals_, self.eigvecs_)
         return locality_masks(float(sigma), eigvals, eigvecs, self.threshold, self.mask_rule)
 
@@ -139,7 +152,8 @@ class GoldDiffDenoiser(PCALocalityDenoiser):
     _fitted_state = PCALocalityDenoiser._fitted_state + ("order_",)
     _parameter_constraints = {**PCALocalityDenoiser._parameter_constraints,
                               "k_min": [Interval(int, 1), None], "k_max": [Interval(int, 1), None],
-                              "proxy_resolution": [Interval(int, 1)], "random_state": [Interval(int, 0)]}
+                              "proxy_resolution": [Interval(int, 1)],
+                              "random_state": [Interval(int, 0, 2**63 - 1)]}
 
     def __init__(self, threshold=0.02, rank=None, chunk_size=None, temperature=1.0, mask_rule="published",
                  class_statistics="class", k_min=None, k_max=None, proxy_resolution=16, random_state=0):
@@ -174,7 +188,7 @@ class GoldDiffDenoiser(PCALocalityDenoiser):
             k_min, k_max = self._bounds(hi - lo)
             data = self._fitted_on("data_", x)[lo:hi]
             factor = proxy_factor(*self.image_shape_[1:], self.proxy_resolution)
-            proxies = self._derived(("proxies", lo, hi), x, lambda: pool(data, factor))
+            proxies = self._derived(("proxies", lo, hi, factor), x, lambda: pool(data, factor))
             order = self._derived(("order", lo, hi), x, lambda: (self.order_[lo:hi] - lo).to(x.device))
             return golddiff_posterior_mean(x, sigma, data, lambda s: self.masks(s, k), order=order,
                                            k_min=k_min, k_max=k_max, proxy_factor=factor, proxies=proxies,

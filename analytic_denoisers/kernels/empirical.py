@@ -225,7 +225,7 @@ def smoothed_posterior_mean(x, sigma, data, noise, smoothing_std, *, temperature
     block = query_block(m * 48 * x[0].numel() * x.element_size())
 
     def smoothed(rows, levels):
-        perturbed = (rows[:, None] + smoothing_std * noise.to(x.dtype)[None]).flatten(0, 1)
+        perturbed = (rows[:, None] + smoothing_std * noise.to(x.device, x.dtype)[None]).flatten(0, 1)
         out = empirical_posterior_mean(perturbed, levels.repeat_interleave(m), data, temperature=temperature,
                                        chunk_size=chunk_size, prepared=prepared)
         return out.reshape(len(rows), m, *x.shape[1:]).mean(1)

@@ -20,6 +20,7 @@ PCA-locality (up to the summation order).
 
 import math
 
+import torch
 import torch.nn.functional as F
 
 from ..core.batching import per_level
@@ -113,17 +114,23 @@ def golddiff_posterior_mean(x, sigma, data, mask, *, k_min, k_max, order, proxy_
     if data.dim() != 4 or data.shape[1:] != x.shape[1:] or data.dtype != x.dtype or data.device != x.device:
         raise ValueError(f"training data must be images of shape (M, {', '.join(map(str, x.shape[1:]))}) with dtype "
                          f"{x.dtype} on {x.device} like x; got {tuple(data.shape)}, {data.dtype}, {data.device}")
-    if order.shape != (data.shape[0],):
-        raise ValueError(f"order must be a permutation of shape ({data.shape[0]},), got {tuple(order.shape)}")
+    if not isinstance(order, torch.Tensor) or order.shape != (data.shape[0],) or order.is_floating_point():
+        got = tuple(order.shape) if isinstance(order, torch.Tensor) else type(order).__name__
+        raise ValueError(f"order must be a permutation of shape ({data.shape[0]},), got {got}")
+    order = order.to(x.device)
     temperature = check_scalar(temperature, "temperature", Interval(float, 0, closed="neither"))
     d = x[0].numel()
     flat = data.reshape(data.shape[0], -1)
     proxies = pool(data, proxy_factor) if proxies is None else proxies
+    if proxies.shape[0] != data.shape[0] or proxies.dtype != x.dtype or proxies.device != x.device:
+        raise ValueError(f"proxies must have one row per training image, dtype {x.dtype} and device {x.device}; "
+                         f"got {tuple(proxies.shape)}, {proxies.dtype}, {proxies.device}")
     k_max = min(max(check_scalar(k_max, "k_max", Interval(int, 1)), check_scalar(k_min, "k_min", Interval(int, 1))),
                 data.shape[0])
 
     def level(x, sigma):
-        subsets = golden_subsets(x, sigma, flat, proxies, order, k_min, k_max, proxy_factor)
+        with torch.no_grad():  # the selection is piecewise constant in x
+            subsets = golden_subsets(x, sigma, flat, proxies, order, k_min, k_max, proxy_factor)
         weights = checked_mask(mask(sigma) if callable(mask) else mask, d, sigma).to(x.device, x.dtype)
         return _subset_softmax(x, sigma * temperature**0.5, flat, subsets, weights, chunk_size)
 

@@ -130,3 +130,14 @@ def test_bad_hyper_parameters_are_refused(params, match):
         KNNScoreDenoiser(**params).fit(tiny_images(5))
     with pytest.raises(ValueError, match=match):
         KNNScoreDenoiser().set_params(**params)
+
+
+def test_random_choices_are_made_at_fit():
+    data, x = tiny_images(30, seed=50), tiny_images(2, seed=51)
+    for sampling in ("tail", "proposal"):
+        den = KNNScoreDenoiser(n_neighbors=4, n_draws=5, sampling=sampling).fit(data)
+        before = den(x, 2.0)
+        assert torch.equal(den.set_params(random_state=9)(x, 2.0), before)  # until the next fit
+        assert not torch.equal(den.fit(data)(x, 2.0), before)
+    with pytest.raises(ValueError, match="fit again"):
+        den.set_params(n_draws=7)(x, 2.0)

@@ -79,3 +79,42 @@ def test_invalid_threshold_is_rejected():
     den = ad.PCALocalityDenoiser(threshold=lambda sigma: 1.5).fit(tiny_images(5))
     with pytest.raises(ValueError, match="threshold"):  # a schedule's value: refused where read
         den(tiny_images(2), 1.0)
+
+
+def test_a_file_saved_before_the_published_rule_loads_with_the_rule_it_was_made_with(tmp_path):
+    """Files of PCALocalityDenoiser written before mask_rule and class conditioning existed hold
+    neither: they load with the positive-diagonal rule their masks were made with, unlabelled."""
+    import h5py
+    import json
+
+    data, x = tiny_images(12, (1, 4, 4), seed=40), tiny_images(2, (1, 4, 4), seed=41)
+    den = ad.PCALocalityDenoiser(threshold=0.05, mask_rule="positive-diagonal").fit(data)
+    path = den.save(tmp_path / "old.h5")
+    with h5py.File(path, "r+") as f:  # what the earlier package wrote
+        params = json.loads(f.attrs["params"])
+        f.attrs["params"] = json.dumps({k: params[k] for k in ("threshold", "rank", "chunk_size")})
+        for name in ("class_eigvals_", "class_eigvecs_", "labels_", "classes_", "class_offsets_"):
+            if name in f["state"]:
+                del f["state"][name]
+        scalars = json.loads(f["state"].attrs["scalars"])
+        f["state"].attrs["scalars"] = json.dumps({k: v for k, v in scalars.items() if k not in (
+            "labels_", "classes_", "class_offsets_", "class_eigvals_", "class_eigvecs_")})
+    back = ad.load(path)
+    assert back.mask_rule == "positive-diagonal" and back.classes_ is None
+    assert torch.equal(back(x, 0.5), den(x, 0.5))
+
+
+def test_set_params_after_fit_is_honoured_or_refused():
+    data, x = tiny_images(18, (1, 3, 3), seed=42), tiny_images(2, (1, 3, 3), seed=43)
+    y = torch.tensor([0, 1, 2] * 6)
+    per_class = ad.PCALocalityDenoiser(threshold=0.1).fit(data, y)
+    as_global = ad.PCALocalityDenoiser(threshold=0.1, class_statistics="global").fit(data, y)
+    labels = torch.tensor([0, 2])
+    torch.testing.assert_close(per_class.set_params(class_statistics="global")(x, 0.6, y=labels),
+                               as_global(x, 0.6, y=labels))
+    with pytest.raises(ValueError, match="fit"):
+        as_global.set_params(class_statistics="class")(x, 0.6, y=labels)
+    gold = ad.GoldDiffDenoiser(threshold=0.1, k_min=3, k_max=6, proxy_resolution=1).fit(data)
+    gold(x, 0.5)
+    fresh = ad.GoldDiffDenoiser(threshold=0.1, k_min=3, k_max=6, proxy_resolution=3).fit(data)
+    torch.testing.assert_close(gold.set_params(proxy_resolution=3)(x, 0.5), fresh(x, 0.5))  # no stale proxies

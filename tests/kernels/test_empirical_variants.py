@@ -105,3 +105,11 @@ def test_smoothed_estimator_draws_are_seeded_and_saved(tmp_path):
     assert not torch.equal(other(x, 0.4), den(x, 0.4))
     with pytest.raises(ValueError, match="smoothing_std"):
         ad.SmoothedClosedFormDenoiser(smoothing_std=-1).fit(data)
+
+
+def test_smoothed_draws_are_made_at_fit():
+    data, x = tiny_images(8, seed=17), tiny_images(2, seed=18)
+    den = ad.SmoothedClosedFormDenoiser(num_noise=3).fit(data)
+    with pytest.raises(ValueError, match="fit again"):
+        den.set_params(num_noise=5)(x, 0.5)
+    assert den.fit(data).noise_.shape[0] == 5

@@ -12,7 +12,6 @@ difference and the mean per-image R² of the approximation against the exact out
 
 import argparse
 
-
 import analytic_denoisers as ad
 from analytic_denoisers.core.noise import seeded_noise
 from common import markdown_table, median_time, report_header, write_report

@@ -133,8 +133,10 @@ class DenoiserMixin:
         check_params(type(self).__name__, params, self._parameter_constraints)
 
     def set_params(self, **params):
-        """Set hyper-parameters (scikit-learn), refusing unusable values with a ValueError."""
+        """Set hyper-parameters (scikit-learn), refusing unusable values with a ValueError. What
+        was derived from the old ones (cached masks, plans, prepared data) is forgotten."""
         self._check_params({**self.get_params(deep=False), **params})
+        self._cache = {}
         return super().set_params(**params)
 
     # -- fitted-state helpers -------------------------------------------------------------

@@ -8,7 +8,7 @@ from sklearn.base import BaseEstimator
 from ..core.contract import TrainingSetMixin
 from ..core.validation import Interval, Options, Schedule
 from ..kernels.golddiff import golddiff_posterior_mean, pool, proxy_factor, subset_sizes
-from ..kernels.locality import MASK_RULES, locality_masks, pca_locality_posterior_mean, prepare_transposed
+from ..kernels.locality import MASK_RULES, PlanCache, locality_masks, pca_locality_posterior_mean, prepare_transposed
 from ..kernels.moments import moments
 from ..kernels.wiener import eigenbasis
 
@@ -112,8 +112,9 @@ class PCALocalityDenoiser(TrainingSetMixin, BaseEstimator):
         def posterior_mean(x, sigma, bounds, k):  # one class (or all of the data), one mask set per sigma
             prepared = self._derived(("prepared", *bounds), x, lambda: prepare_transposed(
                 self.data_[slice(*bounds)].to(x.device, x.dtype)))
+            plans = self._derived(("plans", k), x, PlanCache)  # kept until the next fit or set_params
             return pca_locality_posterior_mean(x, sigma, None, lambda s: self.masks(s, k), temperature=self.temperature,
-                                               chunk_size=self.chunk_size, prepared=prepared)
+                                               chunk_size=self.chunk_size, prepared=prepared, plans=plans)
 
         return self._by_class(x, sigma, y, posterior_mean, with_class=True)
 

@@ -181,3 +181,32 @@ def test_bad_masks_are_refused():
     with pytest.raises(ValueError, match="rule"):
         basis = eigenbasis(moments(data))
         locality_masks(0.4, basis.eigvals, basis.eigvecs, 0.1, "studio")
+
+
+def test_plan_cache_builds_each_level_once_and_forgets_the_oldest(monkeypatch):
+    from analytic_denoisers.kernels import locality
+
+    built = []  # each build checks the level's mask once
+    real = locality.checked_mask
+    monkeypatch.setattr(locality, "checked_mask", lambda *a, **k: built.append(1) or real(*a, **k))
+    data, x, ref, mask = mixed_problem(0.1)
+    plans = locality.PlanCache(maxsize=2)
+    for _ in range(3):  # the same level again: one plan
+        out = pca_locality_posterior_mean(x, 0.1, data.reshape(14, -1), mask, plans=plans)
+        torch.testing.assert_close(out.reshape(3, -1), ref, rtol=1e-9, atol=1e-9)
+    assert len(built) == 1
+    for level in (0.2, 0.3, 0.1):  # a third level pushes out the least recently used (0.1)
+        pca_locality_posterior_mean(x, level, data.reshape(14, -1), mask, plans=plans)
+    assert len(built) == 4
+    with pytest.raises(ValueError, match="maxsize"):
+        locality.PlanCache(0)
+
+
+def test_set_params_forgets_the_cached_masks():
+    data, x = tiny_images(14, (1, 4, 4), seed=36), tiny_images(2, (1, 4, 4), seed=37)
+    import analytic_denoisers as ad
+
+    den = ad.PCALocalityDenoiser(threshold=0.05).fit(data)
+    den(x, 0.4)
+    fresh = ad.PCALocalityDenoiser(threshold=0.3).fit(data)
+    torch.testing.assert_close(den.set_params(threshold=0.3)(x, 0.4), fresh(x, 0.4), rtol=0, atol=0)

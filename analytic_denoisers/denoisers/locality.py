@@ -8,7 +8,8 @@ from sklearn.base import BaseEstimator
 from ..core.contract import TrainingSetMixin
 from ..core.validation import Interval, Options, Schedule
 from ..kernels.golddiff import golddiff_posterior_mean, pool, proxy_factor, subset_sizes
-from ..kernels.locality import MASK_RULES, PlanCache, locality_masks, pca_locality_posterior_mean, prepare_transposed
+from ..core.batching import LevelCache
+from ..kernels.locality import MASK_RULES, locality_masks, pca_locality_posterior_mean, prepare_transposed
 from ..kernels.moments import moments
 from ..kernels.wiener import eigenbasis
 
@@ -112,7 +113,7 @@ class PCALocalityDenoiser(TrainingSetMixin, BaseEstimator):
         def posterior_mean(x, sigma, bounds, k):  # one class (or all of the data), one mask set per sigma
             prepared = self._derived(("prepared", *bounds), x, lambda: prepare_transposed(
                 self.data_[slice(*bounds)].to(x.device, x.dtype)))
-            plans = self._derived(("plans", k), x, PlanCache)  # kept until the next fit or set_params
+            plans = self._derived(("plans", k), x, LevelCache)  # kept until the next fit or set_params
             return pca_locality_posterior_mean(x, sigma, None, lambda s: self.masks(s, k), temperature=self.temperature,
                                                chunk_size=self.chunk_size, prepared=prepared, plans=plans)
 
@@ -191,8 +192,9 @@ class GoldDiffDenoiser(PCALocalityDenoiser):
             factor = proxy_factor(*self.image_shape_[1:], self.proxy_resolution)
             proxies = self._derived(("proxies", lo, hi, factor), x, lambda: pool(data, factor))
             order = self._derived(("order", lo, hi), x, lambda: (self.order_[lo:hi] - lo).to(x.device))
-            return golddiff_posterior_mean(x, sigma, data, lambda s: self.masks(s, k), order=order,
-                                           k_min=k_min, k_max=k_max, proxy_factor=factor, proxies=proxies,
+            cache = self._derived(("masks", k), x, LevelCache)  # kept until the next fit or set_params
+            return golddiff_posterior_mean(x, sigma, data, lambda s: cache.get(s, lambda: self.masks(s, k)),
+                                           order=order, k_min=k_min, k_max=k_max, proxy_factor=factor, proxies=proxies,
                                            temperature=self.temperature, chunk_size=self.chunk_size)
 
         return self._by_class(x, sigma, y, posterior_mean, with_class=True)

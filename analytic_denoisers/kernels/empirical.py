@@ -223,9 +223,10 @@ def smoothed_posterior_mean(x, sigma, data, noise, smoothing_std, *, temperature
     # about 48 d values at the peak (its copy, augmented row, float64 sums, logits, output; measured:
     # 310 MiB for 512 x 16 of them at d = 784 in float32), so a block stays within WORK_BUDGET
     block = query_block(m * 48 * x[0].numel() * x.element_size())
+    shifts = smoothing_std * noise.to(x.device, x.dtype)  # (M, C, H, W)
 
     def smoothed(rows, levels):
-        perturbed = (rows[:, None] + smoothing_std * noise.to(x.device, x.dtype)[None]).flatten(0, 1)
+        perturbed = (rows[:, None] + shifts[None]).flatten(0, 1)
         out = empirical_posterior_mean(perturbed, levels.repeat_interleave(m), data, temperature=temperature,
                                        chunk_size=chunk_size, prepared=prepared)
         return out.reshape(len(rows), m, *x.shape[1:]).mean(1)

@@ -132,16 +132,17 @@ def golddiff_posterior_mean(x, sigma, data, mask, *, k_min, k_max, order, proxy_
         with torch.no_grad():  # the selection is piecewise constant in x
             subsets = golden_subsets(x, sigma, flat, proxies, order, k_min, k_max, proxy_factor)
         weights = checked_mask(mask(sigma) if callable(mask) else mask, d, sigma).to(x.device, x.dtype)
-        return _subset_softmax(x, sigma * temperature**0.5, flat, subsets, weights, chunk_size)
+        return _subset_softmax(x, sigma * temperature**0.5, flat, center, subsets, weights, chunk_size)
+
+    center = flat.mean(0)  # once per call: values centred on it lose less to rounding
 
     # work space per query: the screened images, gathered, their logits, and the coarse distances
     return per_level(x, sigma, level, per_query_bytes=(4 * k_max * d + 2 * data.shape[0]) * x.element_size())
 
 
-def _subset_softmax(x, sigma, flat, subsets, weights, chunk_size):
+def _subset_softmax(x, sigma, flat, center, subsets, weights, chunk_size):
     """The masked per-pixel softmax of one noise level over each query's own subset (N, k)."""
     n, k = subsets.shape
-    center = flat.mean(0)
     queries = (x.reshape(n, -1) - center)[:, None]  # (N, 1, d)
     chunk = min(resolve_chunk(chunk_size, n * flat.shape[1], 2**22), k)
     scale = -1 / (2 * sigma**2)

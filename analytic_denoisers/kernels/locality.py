@@ -22,12 +22,11 @@ structure removes, and weights below the floor are too few to skip (on Fashion-M
 100% of them are above it at every sigma: many training pixels tie).
 """
 
-from collections import OrderedDict
 from typing import NamedTuple, Optional
 
 import torch
 
-from ..core.batching import per_level
+from ..core.batching import LevelCache, per_level
 from ..core.validation import Interval, Options, as_images, as_level, check_scalar, value_at
 from .softmax import StreamingSoftmax, resolve_chunk
 from .wiener import wiener_matrix
@@ -236,7 +235,7 @@ def pca_locality_posterior_mean(x, sigma, data, mask, *, temperature=1.0, chunk_
     block_size : int, optional, output pixels per block of :func:`block_plan` (default: chosen
         from the mask by a cost model; does not change the result beyond rounding)
     prepared : tuple, optional, ``prepare_transposed(data)`` precomputed (then ``data`` is unused)
-    plans : PlanCache, optional
+    plans : core.batching.LevelCache, optional
         Keeps each noise level's mask and block plan for later calls (an estimator passes one
         that lives until its next fit or ``set_params``). Default: one for this call, shared by
         its blocks of queries.
@@ -255,7 +254,7 @@ def pca_locality_posterior_mean(x, sigma, data, mask, *, temperature=1.0, chunk_
             f"like x; got d = {prepared[0].shape[0]}, {prepared[0].dtype}, {prepared[0].device}"
         )
     temperature = check_scalar(temperature, "temperature", Interval(float, 0, closed="neither"))
-    plans = PlanCache() if plans is None else plans
+    plans = LevelCache() if plans is None else plans
 
     def at_level(x, level):
         def build():  # the level's mask, and the block plan of the fast path (one dense product for a
@@ -270,27 +269,6 @@ def pca_locality_posterior_mean(x, sigma, data, mask, *, temperature=1.0, chunk_
 
     # work space per query once the data chunks are at their 512 images: three (d, chunk) blocks
     return per_level(x, sigma, at_level, per_query_bytes=3 * d * 512 * x.element_size())
-
-
-class PlanCache:
-    """The masks and block plans of the last ``maxsize`` noise levels used (least recently used
-    first out): a sampling run asks for each level again (Heun evaluates every sigma of its
-    schedule twice), and the blocks of queries of one call share their level's plan. Building
-    them takes 35-50 ms per level for 28 x 28 images, a fifth of an 8-query call at small sigma."""
-
-    def __init__(self, maxsize=32):
-        self.maxsize = check_scalar(maxsize, "maxsize", Interval(int, 1))
-        self._entries = OrderedDict()
-
-    def get(self, key, build):
-        """The entry of ``key``, made by ``build()`` on a miss."""
-        if key in self._entries:
-            self._entries.move_to_end(key)
-            return self._entries[key]
-        value = self._entries[key] = build()
-        if len(self._entries) > self.maxsize:
-            self._entries.popitem(last=False)
-        return value
 
 
 def checked_mask(mask, d, sigma):

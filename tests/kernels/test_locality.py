@@ -6,6 +6,7 @@ import functools
 import pytest
 import torch
 
+from analytic_denoisers.core.batching import LevelCache
 from analytic_denoisers.kernels.locality import block_plan, locality_masks, pca_locality_posterior_mean
 from analytic_denoisers.kernels.moments import moments
 from analytic_denoisers.kernels.wiener import eigenbasis
@@ -190,7 +191,7 @@ def test_plan_cache_builds_each_level_once_and_forgets_the_oldest(monkeypatch):
     real = locality.checked_mask
     monkeypatch.setattr(locality, "checked_mask", lambda *a, **k: built.append(1) or real(*a, **k))
     data, x, ref, mask = mixed_problem(0.1)
-    plans = locality.PlanCache(maxsize=2)
+    plans = LevelCache(maxsize=2)
     for _ in range(3):  # the same level again: one plan
         out = pca_locality_posterior_mean(x, 0.1, data.reshape(14, -1), mask, plans=plans)
         torch.testing.assert_close(out.reshape(3, -1), ref, rtol=1e-9, atol=1e-9)
@@ -199,7 +200,7 @@ def test_plan_cache_builds_each_level_once_and_forgets_the_oldest(monkeypatch):
         pca_locality_posterior_mean(x, level, data.reshape(14, -1), mask, plans=plans)
     assert len(built) == 4
     with pytest.raises(ValueError, match="maxsize"):
-        locality.PlanCache(0)
+        LevelCache(0)
 
 
 def test_set_params_forgets_the_cached_masks():

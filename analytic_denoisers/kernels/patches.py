@@ -26,12 +26,17 @@ small patches, which is what lets them make images that are not in the training 
 
       D(x)[p] = 1 / |{C : p in C}| sum_{C containing p} sum_i softmax_i(-||x_C - x_i,C||^2 / (2 sigma^2)) x_i[p].
 
-All softmaxes are exact (streaming log-sum-exp over chunks of training images; results do not
-depend on the chunk size). LS and PSPC cost O(M d) per query: window distances come from prefix
-sums of ``(x - x_i)^2`` (in float64, so no cancellation), and the PSPC crop weights are summed
-over the crops covering each pixel by the same window sums. ELS and bbELS compare every query
-patch with every training patch of its set in matrix products, about ``2 M (H W)^2 C P^2``
-flops per query for ELS (feasible for small training sets; see the benchmarks).
+All softmaxes are exact (streaming log-sum-exp over blocks of candidates; results do not depend
+on the chunk size beyond rounding). LS and PSPC cost O(M H W log P) per query: the window
+distances are window sums of ``(x - x_i)^2`` in the candidates-last layout of
+:mod:`~.windows` (float32 where a bound on the logits' rounding allows it, else float64), and the
+PSPC crop weights are summed over the crops covering each pixel by the same window sums. ELS and
+bbELS have two exact paths (``method``): ``"shifts"`` is LS over every shift of every training
+image (the window of ``x_i`` at ``p + s`` is the window at ``p`` of ``x_i`` shifted by ``s``):
+``(H W)^2`` window distances per query and image for ELS, whatever ``P``; ``"products"`` compares
+the patches in matrix products, about ``2 M (H W)^2 C P^2`` flops per query, cheaper for small
+``P`` (and for bbELS, whose border sets are small). ``"auto"`` takes the cheaper by a cost
+model measured on this machine (see the benchmarks).
 """
 
 import torch
@@ -41,9 +46,11 @@ from ..core.batching import per_level
 from ..core.validation import Interval, Options, as_images, check_data, check_scalar, value_at
 from .patch_index import build_patch_index, logit_dtype, patches_of, pruned_patch_softmax
 from .softmax import StreamingSoftmax, floored_weights, log_weight_floor, resolve_chunk
+from .windows import (WindowDistances, Workspace, box_sums, candidates_last, candidates_per_block, pad_windows,
+                      query_blocks, window_softmax)
 
 PADDINGS = ("zeros", "circular")
-BOX_ELEMENTS = 2**20  # default (query, image, pixel) values per chunk of the window kernels
+ELS_METHODS = ("auto", "shifts", "products")
 
 
 def _check_inputs(x, data, padding="zeros"):
@@ -57,68 +64,6 @@ def _check_inputs(x, data, padding="zeros"):
 def size_at(patch_size, sigma, odd):
     """A patch size (a number or a schedule of sigma) at one noise level, validated (odd if asked)."""
     return check_scalar(value_at(patch_size, sigma), f"patch_size at sigma = {sigma:g}", Interval(int, 1, odd=odd))
-
-
-def window_sums(t, size, pad=0, padding="zeros"):
-    """Sums of ``t`` over every ``size`` x ``size`` window of ``t`` padded by ``pad`` per side.
-
-    Parameters
-    ----------
-    t : Tensor of shape (..., H, W) (at least 3-D for circular padding)
-    size : int, window side
-    pad : int, padding on each side; ``(size - 1) // 2`` centres a window on every pixel
-    padding : "zeros" or "circular"
-
-    Returns
-    -------
-    Float64 tensor of shape (..., H + 2 pad - size + 1, W + 2 pad - size + 1). Computed from
-    float64 prefix sums: the differences of prefix sums lose nothing to cancellation at the
-    distances that matter for small sigma.
-    """
-    t = t.double()
-    if padding == "circular" and pad:
-        t = F.pad(t, (pad,) * 4, mode="circular")
-        pad = 0
-    # zeros add nothing: clip each window to the image instead of padding (O(H W) for any size).
-    # The window of output j spans prefix[clamp(j - pad)] to prefix[clamp(j - pad + size)]: with
-    # the prefix sums extended by `pad` copies of their first and last entries both ends are
-    # slices (a gather with index_select cost 25x a slice copy of the same data on this torch)
-    for dim in (-2, -1):
-        n = t.shape[dim]
-        if size > n + 2 * pad:
-            raise ValueError(f"window of size {size} is larger than the padded image ({n} + 2 * {pad})")
-        m = n + 2 * pad - size + 1  # windows along dim
-        shape = list(t.shape)
-        shape[dim] = n + 2 * pad + 1
-        extended = t.new_empty(shape)  # pad + 1 zeros, the n prefix sums, pad copies of the total
-        extended.narrow(dim, 0, pad + 1).zero_()
-        if torch.is_grad_enabled() and t.requires_grad:  # out= does not record a gradient
-            extended.narrow(dim, pad + 1, n).copy_(t.cumsum(dim))
-        else:
-            torch.cumsum(t, dim, out=extended.narrow(dim, pad + 1, n))
-        extended.narrow(dim, n + pad + 1, pad).copy_(extended.narrow(dim, n + pad, 1).expand(
-            *shape[:len(shape) + dim], pad, *shape[len(shape) + dim + 1:]))
-        t = extended.narrow(dim, size, m) - extended.narrow(dim, 0, m)
-    return t
-
-
-def pixel_weighted_sum(weights, images):
-    """``sum_i weights[n, i, h, w] images[i, :, h, w]``: (N, c, H, W) and (c, C, H, W) -> (N, C, H, W).
-
-    One elementwise product and sum per channel. (``einsum("nihw,ichw->nchw")`` becomes H W small
-    batched products here, each with its own copies: 47,000 copies per LS call on 28 x 28 images.)
-    """
-    return torch.stack([(weights * images[:, k]).sum(1) for k in range(images.shape[1])], 1)
-
-
-def _window_logits(x, images, size, pad, padding, sigma):
-    """``-||x_w - x_i,w||^2 / (2 sigma^2)`` for every window w: float64, shape (N, c, H', W').
-
-    x : (N, C, H, W); images : (c, C, H, W). Kept in float64 until the running maximum is
-    subtracted (at sigma = 0.002 a logit of -1e5 has a float32 spacing of 0.008).
-    """
-    sq = (x[:, None] - images[None]).square().sum(2)  # (N, c, H, W)
-    return window_sums(sq, size, pad, padding) * (-0.5 / sigma**2)
 
 
 def local_score_posterior_mean(x, sigma, data, patch_size, *, padding="zeros", chunk_size=None):
@@ -143,18 +88,21 @@ def local_score_posterior_mean(x, sigma, data, patch_size, *, padding="zeros", c
         x, level, data, size_at(patch_size, level, odd=True), padding, chunk_size))
 
 
+def _image_blocks(data, per_query, chunk_size):
+    """The training images as candidate blocks for :func:`~.windows.window_softmax`."""
+    def blocks(queries, workspace):
+        step = candidates_per_block(queries, per_query, chunk_size)
+        for start in range(0, len(data), step):
+            yield candidates_last(data[start:start + step], workspace)
+
+    return blocks
+
+
 def _local_score(x, sigma, data, patch_size, padding, chunk_size):
     """The LS machine at one noise level ``sigma`` (float)."""
-    n, c, h, w = x.shape
-    size, pad = patch_size, patch_size // 2
-    chunk = resolve_chunk(chunk_size, n * h * w, BOX_ELEMENTS)
-    # logits in float64, weights in the input's dtype, sums across chunks in float64
-    acc = StreamingSoftmax((n, 1, h, w), torch.float64, x.device, layout="pair", weight_dtype=x.dtype)
-    for start in range(0, len(data), chunk):
-        images = data[start:start + chunk]
-        logits = _window_logits(x, images, size, pad, padding, sigma)  # (N, c, H, W)
-        acc.add(logits, 1, lambda w: (pixel_weighted_sum(w, images), w.sum(1, keepdim=True)))
-    return acc.mean(x.dtype)
+    h, w = x.shape[2:]
+    blocks = _image_blocks(data, (h + patch_size - 1) * (w + patch_size - 1), chunk_size)
+    return window_softmax(x, sigma, blocks, patch_size, padding)
 
 
 def _border_classes(n, half):
@@ -162,6 +110,97 @@ def _border_classes(n, half):
     ``n`` (a shared "interior" class) where a window of half-width ``half`` stays inside."""
     r = torch.arange(n)
     return torch.where(r < half, r, torch.where(r >= n - half, r - n, torch.full_like(r, n)))
+
+
+def _shift_reach(h, w, patch_size):
+    """bbELS: the largest shift along each axis that keeps a pixel in its position set (the
+    interior's extent minus one; 0 when the interior is empty)."""
+    return tuple(max(n - 2 * (patch_size // 2), 1) - 1 for n in (h, w))
+
+
+# The cost model of method="auto", measured on this machine (2 cores; benchmarks/bench_patches.py):
+# nanoseconds per window distance (query pixel, candidate pair) of each path, plus the matrix
+# products' flops per value of a patch and their overhead per position set and chunk of images
+SHIFT_PAIR_NS, PRODUCT_PAIR_NS, PRODUCT_VALUE_NS, PRODUCT_SET_NS = 4.0, 1.3, 0.011, 1e4
+
+
+def els_method(n, m, shape, patch_size, padding, chunk_size=None):
+    """The ELS / bbELS path ``method="auto"`` takes: ``"shifts"`` or ``"products"``, whichever the
+    cost model (:data:`SHIFT_PAIR_NS` and the others) says is faster for ``n`` queries of
+    ``shape`` (C, H, W) against ``m`` training images.
+
+    Per query and training image, ``"shifts"`` computes ``H W`` window distances per shift (all
+    ``H W`` circular shifts for ELS; for bbELS the shifts within the interior's extent, which
+    fall as ``P`` grows); ``"products"`` one product of ``C P^2 + C + 2`` values per pair of
+    patches in the same position set.
+    """
+    c, h, w = shape
+    sets = equivariant_position_sets(h, w, patch_size, padding)
+    reach = (h - 1, w - 1) if padding == "circular" else _shift_reach(h, w, patch_size)
+    shifts = h * w if padding == "circular" else (2 * reach[0] + 1) * (2 * reach[1] + 1)
+    chunks = -(-m // resolve_chunk(chunk_size, max(len(s) for s in sets) * n * max(len(s) for s in sets), 2**22))
+    by_shifts = n * m * h * w * shifts * SHIFT_PAIR_NS
+    by_products = (n * m * sum(len(s) ** 2 for s in sets) * (PRODUCT_PAIR_NS + PRODUCT_VALUE_NS * (c * patch_size**2 + c + 2))
+                   + chunks * len(sets) * PRODUCT_SET_NS)
+    return "shifts" if by_shifts < by_products else "products"
+
+
+def _shift_blocks(data, h, w, patch_size, padding, chunk_size):
+    """Every training image at every shift as candidate blocks for :func:`~.windows.window_softmax`.
+
+    The window of ``x_i`` at ``p + s`` is the window at ``p`` of ``x_i`` shifted by ``s``, so ELS
+    is LS over the shifted images: circular shifts with circular padding (all ``H W`` shifts),
+    and for bbELS zero-filled shifts with a mask of the pairs ``(p, p + s)`` in the same position
+    set (:func:`equivariant_position_sets`): shifts within the interior's extent only, so their
+    number falls as ``P`` grows. A block holds whole rows of shifts ``(a, b)`` of a chunk of
+    images; the rows start at ``a = 0``, so every pixel has the shift 0 in the first block.
+    """
+    if padding == "circular":
+        rows, cols, reach, valid = list(range(h)), w, (0, 0), None
+    else:
+        classes = [_border_classes(n, patch_size // 2) for n in (h, w)]
+        reach = _shift_reach(h, w, patch_size)
+
+        def same_class(k, n, a):  # (n,) bool: p + a is inside and in p's class
+            p = torch.arange(n)
+            return (p + a >= 0) & (p + a < n) & (k == k[(p + a).clamp(0, n - 1)])
+
+        rows, cols = list(range(reach[0] + 1)) + list(range(-reach[0], 0)), 2 * reach[1] + 1
+        by_row = torch.stack([same_class(classes[0], h, a) for a in rows], 1)  # (H, rows)
+        by_col = torch.stack([same_class(classes[1], w, b) for b in range(-reach[1], reach[1] + 1)], 1)  # (W, cols)
+        valid = by_row[:, None, :, None] & by_col[None, :, None, :]  # (H, W, rows, cols)
+
+    def blocks(queries, workspace):
+        per_block = candidates_per_block(queries, (h + patch_size - 1) * (w + patch_size - 1))
+        images = chunk_size or max(1, min(len(data), per_block // (len(rows) * cols)))
+        group = max(1, per_block // (images * cols))  # rows of shifts per block
+        # (first row, count) of each block: runs of consecutive rows a (0, 1, ... then -R, ... -1)
+        runs = [(j, min(group, end - j)) for begin, end in ((0, reach[0] + 1 if valid is not None else h),
+                                                             (reach[0] + 1 if valid is not None else h, len(rows)))
+                for j in range(begin, end, group)]
+        for start in range(0, len(data), images):
+            chunk = candidates_last(data[start:start + images])  # (C, H, W, k)
+            k = chunk.shape[-1]
+            if padding == "circular":
+                source = torch.cat([chunk, chunk], 1)
+                source = torch.cat([source, source], 2)
+            else:
+                source = F.pad(chunk, (0, 0, reach[1], reach[1], reach[0], reach[0]))
+            stride = source.stride()
+            for j, n_rows in runs:
+                # (C, H, W, rows, cols, k) view: entry [.., p_r, p_c, a, b, i] = source[.., p_r + a, p_c + b, i]
+                view = source[:, rows[j] + reach[0]:, :].as_strided(
+                    (source.shape[0], h, w, n_rows, cols, k),
+                    (stride[0], stride[1], stride[2], stride[1], stride[2], stride[3]))
+                shape = (source.shape[0], h, w, n_rows * cols * k)
+                block = view.reshape(shape) if workspace is None else \
+                    workspace("shifted", shape, chunk).view(view.shape).copy_(view).view(shape)
+                if valid is None:
+                    yield block
+                else:
+                    yield block, valid[:, :, j:j + n_rows, :, None].expand(h, w, n_rows, cols, k).reshape(h, w, -1)
+
+    return blocks
 
 
 def equivariant_position_sets(h, w, patch_size, padding):
@@ -181,16 +220,28 @@ def equivariant_position_sets(h, w, patch_size, padding):
 
 
 def equivariant_local_score_posterior_mean(x, sigma, data, patch_size, *, padding="circular",
-                                           chunk_size=None, prune_tol=None, indexes=None, stats=None):
+                                           chunk_size=None, prune_tol=None, indexes=None, stats=None,
+                                           method="auto"):
     """Kamb & Ganguli's ELS (circular padding) or bbELS (zero padding) machine.
 
-    Exact (within ``2 prune_tol max|x_i|`` with ``prune_tol``). Every query patch is compared
-    with every training patch of its position set (see :func:`equivariant_position_sets`)
-    through one matrix product per chunk of training images (logits
-    ``(q . k - ||k||^2 / 2) / sigma^2``), reduced by a streaming log-sum-exp per query patch.
-    In this expanded form float32 rounding grows like
-    ``|q| |k| / sigma^2``; where it could exceed 1e-4 in a logit (small sigma) the products are
-    done in float64 (:func:`~.patch_index.logit_dtype`).
+    Exact (within ``2 prune_tol max|x_i|`` with ``prune_tol``): every query patch is compared
+    with every training patch of its position set (see :func:`equivariant_position_sets`), in
+    one of two ways (``method``):
+
+    * ``"shifts"``: LS over every shift of every training image (:mod:`~.windows`): window
+      sums of ``(x - shifted x_i)^2``, ``H W`` per shift, at a cost that does not depend on
+      ``P`` beyond ``log P`` additions; float32 where a bound on the logits' rounding allows
+      it, else float64.
+    * ``"products"``: one matrix product per chunk of training images (logits
+      ``(q . k - ||k||^2 / 2) / sigma^2``), about ``2 C P^2`` flops per pair of patches. In
+      this expanded form float32 rounding grows like ``|q| |k| / sigma^2``; where it could
+      exceed 1e-4 in a logit (small sigma) the products are done in float64
+      (:func:`~.patch_index.logit_dtype`).
+    * ``"auto"`` (default): the cheaper by :func:`els_method`'s cost model. On this machine the
+      products win for ELS up to ``P`` of about 17 (matrix products run at 100 Gflop/s) and for
+      bbELS up to about 21; the shifts above (bbELS at ``P = 27`` on 28 x 28: 20x faster).
+
+    Both are reduced by a streaming log-sum-exp per query pixel.
 
     Parameters
     ----------
@@ -208,6 +259,7 @@ def equivariant_local_score_posterior_mean(x, sigma, data, patch_size, *, paddin
         (to reuse indexes across calls), optional; built when needed
     stats : dict, optional; with ``prune_tol``, receives ``computed_fraction`` (of the last
         noise level, with several)
+    method : "auto", "shifts" or "products" (without ``prune_tol``; same result up to rounding)
 
     Returns
     -------
@@ -216,15 +268,17 @@ def equivariant_local_score_posterior_mean(x, sigma, data, patch_size, *, paddin
     x = _check_inputs(x, data, padding)
     if prune_tol is not None:
         check_scalar(prune_tol, "prune_tol", Interval(float, 0, 1, closed="neither"))
+    check_scalar(method, "method", Options(*ELS_METHODS))
     # work space per query once the data chunks are one image: the logits of its h w patch
     # positions against one image's h w patches, in float64 at worst (logit_dtype)
     h, w = x.shape[2:]
     return per_level(x, sigma, lambda x, level: _equivariant_local_score(
-        x, level, data, size_at(patch_size, level, odd=True), padding, chunk_size, prune_tol, indexes, stats),
+        x, level, data, size_at(patch_size, level, odd=True), padding, chunk_size, prune_tol, indexes, stats,
+        method),
         per_query_bytes=(h * w) ** 2 * 8)
 
 
-def _equivariant_local_score(x, sigma, data, patch_size, padding, chunk_size, prune_tol, indexes, stats):
+def _equivariant_local_score(x, sigma, data, patch_size, padding, chunk_size, prune_tol, indexes, stats, method):
     """The ELS / bbELS machine at one noise level ``sigma`` (float)."""
     n, c, h, w = x.shape
     sets = [s.to(x.device) for s in equivariant_position_sets(h, w, patch_size, padding)]
@@ -247,6 +301,11 @@ def _equivariant_local_score(x, sigma, data, patch_size, padding, chunk_size, pr
         if stats is not None:
             stats["computed_fraction"] = computed / sum(len(pos) ** 2 for pos in sets)
         return out.transpose(1, 2).reshape(x.shape)
+    if method == "auto":
+        method = els_method(n, len(data), x.shape[1:], patch_size, padding, chunk_size)
+    if method == "shifts":
+        return window_softmax(x, sigma, _shift_blocks(data, h, w, patch_size, padding, chunk_size), patch_size,
+                              padding)
     key_norm = float(data.abs().max()) * queries.shape[2] ** 0.5  # bounds every |k|
     work = logit_dtype(queries.reshape(-1, queries.shape[2]), key_norm, sigma)
     inv_var = 1 / sigma**2
@@ -300,22 +359,31 @@ def patch_composite_posterior_mean(x, sigma, data, patch_size, *, chunk_size=Non
 def _patch_composite(x, sigma, data, patch_size, chunk_size):
     """PSPC-Square at one noise level ``sigma`` (float)."""
     n, c, h, w = x.shape
-    s = patch_size
-    chunk = resolve_chunk(chunk_size, n * h * w, BOX_ELEMENTS)
-    # pass 1: the log-normaliser of every crop (logits in float64, sums across chunks in float64)
-    acc = StreamingSoftmax((n, 1, h - s + 1, w - s + 1), torch.float64, x.device, layout="weights",
-                           weight_dtype=x.dtype)
-    for start in range(0, len(data), chunk):
-        acc.add(_window_logits(x, data[start:start + chunk], s, 0, "zeros", sigma), 1,
-                lambda weights: weights.sum(1, keepdim=True))
-    log_norm = acc.log_normaliser()  # (N, 1, H - s + 1, W - s + 1), float64
+    s, scale = patch_size, -0.5 / sigma**2
+    grad = torch.is_grad_enabled() and x.requires_grad
+    step = query_blocks(n, h * w)
+    parts = [WindowDistances(x[start:start + step], s, 0, "zeros") for start in range(0, n, step)]
+    blocks = _image_blocks(data, h * w, chunk_size)
+    # pass 1: the log-normaliser of every crop; each block of queries decides its precision on
+    # the first block of candidates (computed in float64), and pass 2 repeats the same choices
+    accs = [StreamingSoftmax((len(part.x), h - s + 1, w - s + 1, 1), torch.float64, x.device, layout="weights",
+                             weight_dtype=x.dtype) for part in parts]
+    dtypes = [torch.float64] * len(parts)
+    for k, cand in enumerate(blocks(step, None if grad else Workspace())):
+        for i, (part, acc) in enumerate(zip(parts, accs)):
+            acc.add(part(cand, dtypes[i]), 3, lambda weights: weights.sum(-1, keepdim=True), scale=scale)
+            if k == 0 and part.precise_enough(acc.run_max):
+                dtypes[i] = x.dtype
+    log_norms = [acc.log_normaliser() for acc in accs]
     floor = log_weight_floor(x.dtype)
-    num, cover = x.new_zeros(x.shape, dtype=torch.float64), x.new_zeros(n, 1, h, w, dtype=torch.float64)
-    for start in range(0, len(data), chunk):  # pass 2: crop weights summed over covering crops
-        images = data[start:start + chunk]
-        logits = _window_logits(x, images, s, 0, "zeros", sigma)
-        weights = floored_weights(logits, log_norm, floor, x.dtype)  # normalised per crop
-        per_pixel = window_sums(weights, s, s - 1).to(x.dtype)  # (N, c, H, W)
-        num = num + pixel_weighted_sum(per_pixel, images)
-        cover = cover + per_pixel.sum(1, keepdim=True)
-    return (num / cover).to(x.dtype)
+    num = [x.new_zeros(len(part.x), h, w, c, dtype=torch.float64) for part in parts]
+    cover = [x.new_zeros(len(part.x), h, w, 1, dtype=torch.float64) for part in parts]
+    for k, cand in enumerate(blocks(step, None if grad else Workspace())):  # pass 2: crop weights per pixel
+        values = cand.to(x.dtype)
+        for i, part in enumerate(parts):
+            distances = part(cand, torch.float64 if k == 0 else dtypes[i])
+            weights = floored_weights(distances, log_norms[i], floor, x.dtype, not grad, scale)  # per crop
+            per_pixel = box_sums(pad_windows(weights, s - 1, "zeros"), s, (1, 2))  # summed over covering crops
+            num[i] = num[i] + torch.stack([torch.linalg.vecdot(per_pixel, values[j]) for j in range(c)], -1)
+            cover[i] = cover[i] + per_pixel.sum(-1, keepdim=True)
+    return (torch.cat(num) / torch.cat(cover)).to(x.dtype).permute(0, 3, 1, 2)

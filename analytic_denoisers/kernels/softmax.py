@@ -36,11 +36,15 @@ def resolve_chunk(chunk_size, per_item, budget, minimum=1):
     return check_scalar(chunk_size, "chunk_size", Interval(int, 1))
 
 
-def floored_weights(logits, reference, floor, dtype, in_place=False):
-    """``exp(max(logits - reference, floor))``: subtracted and clamped in the logits' dtype,
-    exponentiated in ``dtype``. ``in_place`` reuses the memory of ``logits``."""
+def floored_weights(logits, reference, floor, dtype, in_place=False, scale=None):
+    """``exp(max(scale * logits - reference, floor))``: scaled, subtracted and clamped in the
+    logits' dtype (``reference`` is rounded to it), exponentiated in ``dtype``. ``in_place``
+    reuses the memory of ``logits``; ``scale`` (a float, default 1) costs no extra pass."""
     out = logits if in_place else None
-    shifted = torch.clamp(torch.sub(logits, reference, out=out), min=floor, out=out).to(dtype)
+    reference = reference.to(logits.dtype)
+    shifted = (torch.sub(logits, reference, out=out) if scale is None
+               else torch.add(-reference, logits, alpha=scale, out=out))
+    shifted = torch.clamp(shifted, min=floor, out=out).to(dtype)
     return shifted.exp_() if in_place else torch.exp(shifted)
 
 
@@ -80,7 +84,7 @@ class StreamingSoftmax:
         self.run_max = torch.full(tuple(max_shape), -torch.inf, dtype=logit_dtype, device=device)
         self.sum_dtype, self.sums = sum_dtype, None
 
-    def add(self, logits, dim, weighted_sums, rows=None):
+    def add(self, logits, dim, weighted_sums, rows=None, scale=None):
         """Fold in one block of candidates.
 
         Parameters
@@ -92,12 +96,17 @@ class StreamingSoftmax:
             the block's sums over its candidates (e.g. ``weights @ values``), each with the
             leading dimension of the queries
         rows : long Tensor, optional: the block is for these queries (rows of ``run_max``) only
+        scale : float, optional: the logits are ``scale * logits`` (folded into the exponent)
         """
         in_place = not (torch.is_grad_enabled() and logits.requires_grad)
         run_max = self.run_max if rows is None else self.run_max[rows]
-        new_max = torch.maximum(run_max, logits.amax(dim, keepdim=True)).detach()
+        if scale is None:
+            block_max = logits.amax(dim, keepdim=True)
+        else:  # the largest scaled logit
+            block_max = (logits.amin if scale < 0 else logits.amax)(dim, keepdim=True) * scale
+        new_max = torch.maximum(run_max, block_max.to(run_max.dtype)).detach()
         # unnormalised weights, floored at a normal float (see log_weight_floor)
-        weights = floored_weights(logits, new_max, self.floor, self.weight_dtype, in_place)
+        weights = floored_weights(logits, new_max, self.floor, self.weight_dtype, in_place, scale)
         block = weighted_sums(weights)
         block = block if isinstance(block, tuple) else (block,)
         if len(block) != (2 if self.layout == "pair" else 1):

@@ -8,9 +8,11 @@ import pytest
 import torch
 
 from analytic_denoisers.kernels.patch_index import build_patch_index
-from analytic_denoisers.kernels.patches import (equivariant_local_score_posterior_mean, equivariant_position_sets,
-                                                local_score_posterior_mean, patch_composite_posterior_mean,
-                                                window_sums)
+from analytic_denoisers.kernels import windows
+from analytic_denoisers.kernels.patches import (els_method, equivariant_local_score_posterior_mean,
+                                                equivariant_position_sets, local_score_posterior_mean,
+                                                patch_composite_posterior_mean)
+from analytic_denoisers.kernels.windows import box_adds, box_sums, cyclic_box_sums
 from references import (SIGMAS, empirical_reference, local_score_reference, near_data, patch_composite_reference,
                         randn, tiny_images)
 
@@ -18,17 +20,71 @@ from references import (SIGMAS, empirical_reference, local_score_reference, near
 KERNELS = {"ls": local_score_posterior_mean,
            "els": partial(equivariant_local_score_posterior_mean, padding="circular"),
            "bbels": partial(equivariant_local_score_posterior_mean, padding="zeros")}
+PATHS = {"ls": [{}], "els": [dict(method="shifts"), dict(method="products")],
+         "bbels": [dict(method="shifts"), dict(method="products")]}
 
 
 @pytest.mark.parametrize("mode", sorted(KERNELS))
 @pytest.mark.parametrize("sigma", SIGMAS)
-@pytest.mark.parametrize("shape, size", [((1, 6, 6), 3), ((3, 5, 6), 3), ((1, 6, 6), 5)])
+@pytest.mark.parametrize("shape, size", [((1, 6, 6), 3), ((3, 5, 6), 3), ((1, 6, 6), 5), ((2, 5, 7), 9)])
 def test_local_score_matches_brute_force(mode, sigma, shape, size):
     data = tiny_images(5, shape, seed=1)
     x = near_data(data, 1, sigma, seed=2)
-    out = KERNELS[mode](x, sigma, data, size)
     ref = local_score_reference(x, sigma, data, size, mode)
-    torch.testing.assert_close(out, ref, rtol=1e-8, atol=1e-10)
+    for path in PATHS[mode]:
+        torch.testing.assert_close(KERNELS[mode](x, sigma, data, size, **path), ref, rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("mode, path", [("ls", {}), ("ls", dict(padding="circular")), ("els", dict(method="shifts")),
+                                        ("bbels", dict(method="shifts")), ("pspc", {})])
+def test_window_kernels_do_not_depend_on_chunks_or_query_blocks(mode, path, monkeypatch):
+    kernel = patch_composite_posterior_mean if mode == "pspc" else KERNELS[mode]
+    data = tiny_images(7, (2, 6, 5), seed=40)
+    x = near_data(data, 4, 0.3, seed=41)
+    whole = kernel(x, 0.3, data, 3, **path)
+    for chunk in (1, 2, 5):
+        torch.testing.assert_close(kernel(x, 0.3, data, 3, chunk_size=chunk, **path), whole, rtol=1e-12, atol=1e-14)
+    monkeypatch.setattr(windows, "BLOCK_ELEMENTS", 1)  # one query and MIN_CANDIDATES per block
+    torch.testing.assert_close(kernel(x, 0.3, data, 3, **path), whole, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("mode", ["ls", "ls-circular", "els", "bbels", "pspc"])
+def test_window_kernels_have_exact_gradients(mode):
+    data = tiny_images(3, (1, 5, 4), seed=42)
+    x = near_data(data, 1, 0.5, seed=43).requires_grad_()
+    kernel = {"ls": local_score_posterior_mean,
+              "ls-circular": partial(local_score_posterior_mean, padding="circular"),
+              "els": partial(KERNELS["els"], method="shifts"), "bbels": partial(KERNELS["bbels"], method="shifts"),
+              "pspc": patch_composite_posterior_mean}[mode]
+    assert torch.autograd.gradcheck(lambda x: kernel(x, 0.5, data, 3), (x,))
+
+
+def test_els_method_auto_follows_the_cost_model():
+    # ELS: matrix products of short patches, shifts for long ones; bbELS at P = 27 on 28 x 28
+    # has 9 shifts against 784 position sets
+    assert els_method(2, 100, (1, 28, 28), 3, "circular") == "products"
+    assert els_method(2, 100, (1, 28, 28), 27, "circular") == "shifts"
+    assert els_method(2, 100, (1, 28, 28), 27, "zeros") == "shifts"
+    with pytest.raises(ValueError, match="method"):
+        KERNELS["els"](torch.zeros(1, 1, 4, 4), 1.0, torch.zeros(2, 1, 4, 4), 3, method="fft")
+
+
+def test_float32_window_kernels_switch_to_float64_where_rounding_could_matter():
+    # a query halfway between two images: every pixel a near-tie, which float32 distances
+    # (relative error kappa u) would break at small sigma
+    data = tiny_images(2, (1, 6, 6), seed=33).float()
+    x = data.mean(0, keepdim=True)
+    for kernel in (local_score_posterior_mean, partial(KERNELS["els"], method="shifts"), patch_composite_posterior_mean):
+        for sigma in (2e-3, 2e-2, 1.0):
+            out = kernel(x, sigma, data, 3)
+            assert out.dtype == torch.float32
+            torch.testing.assert_close(out.double(), kernel(x.double(), sigma, data.double(), 3), rtol=0, atol=1e-6)
+    # the rule: float32 where kappa u (|l_max| + 30) <= 1e-4
+    distances = windows.WindowDistances(x, 7, 3, "zeros")
+    assert distances.kappa == 5 + 1 + 2 * 4
+    assert distances.precise_enough(torch.tensor([-10.0, -50.0]))
+    assert not distances.precise_enough(torch.tensor([-10.0, -200.0]))
+    assert not windows.WindowDistances(x.double(), 7, 3, "zeros").precise_enough(torch.tensor([-1.0]))
 
 
 @pytest.mark.parametrize("sigma", SIGMAS)
@@ -68,15 +124,26 @@ def test_els_is_exactly_equivariant_to_circular_shifts():
         assert not torch.allclose(*shifted_pair(KERNELS[mode], (1, 0)))
 
 
-def test_window_sums_and_position_sets():
-    t = randn(2, 3, 5, 6, seed=18)
-    sums = window_sums(t, 3, 1)
-    padded = torch.nn.functional.pad(t, (1, 1, 1, 1))
-    loops = torch.stack([torch.stack([padded[..., r:r + 3, c:c + 3].sum((-1, -2)) for c in range(6)], -1)
-                         for r in range(5)], -2)
-    torch.testing.assert_close(sums, loops)
-    circ = window_sums(t, 3, 1, "circular")
-    torch.testing.assert_close(circ[..., 0, 0], t[..., [4, 0, 1], :][..., [5, 0, 1]].sum((-1, -2)))
+@pytest.mark.parametrize("size", [1, 2, 3, 5, 6, 7, 11])
+def test_box_sums_are_window_sums(size):
+    t = randn(2, 13, 12, 3, seed=18)
+    loops = torch.stack([torch.stack([t[:, r:r + size, c:c + size].sum((1, 2)) for c in range(12 - size + 1)], 1)
+                         for r in range(13 - size + 1)], 1)
+    torch.testing.assert_close(box_sums(t, size, (1, 2)), loops)
+    assert box_adds(7) == 4 and box_adds(8) == 3 and box_adds(55) == 9
+    # cyclic: out[j] = sum_{k < size} t[(j + start + k) mod n], also for windows wider than the axis
+    for start in (0, -(size // 2), 4):
+        rows = [[(j + start + k) % 13 for k in range(size)] for j in range(13)]
+        cols = [[(j + start + k) % 12 for k in range(size)] for j in range(12)]
+        cyclic = torch.stack([torch.stack([t[:, r][:, :, c].sum((1, 2)) for c in cols], 1) for r in rows], 1)
+        torch.testing.assert_close(cyclic_box_sums(t, size, (1, 2), start), cyclic)
+        wide = cyclic_box_sums(t, size + 13, (1,), start)
+        torch.testing.assert_close(wide, cyclic_box_sums(t, size, (1,), start) + t.sum(1, keepdim=True))
+    with pytest.raises(ValueError, match="larger than the axis"):
+        box_sums(t, 14, (1,))
+
+
+def test_position_sets():
     # bbELS on 6x6 with P = 3: interior 4x4, four border rows/columns of 4, four corners
     sets = equivariant_position_sets(6, 6, 3, "zeros")
     assert sorted(len(s) for s in sets) == [1] * 4 + [4] * 4 + [16]

@@ -39,6 +39,8 @@ the patches in matrix products, about ``2 M (H W)^2 C P^2`` flops per query, che
 model measured on this machine (see the benchmarks).
 """
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -364,16 +366,18 @@ def _patch_composite(x, sigma, data, patch_size, chunk_size):
     step = query_blocks(n, h * w)
     parts = [WindowDistances(x[start:start + step], s, 0, "zeros") for start in range(0, n, step)]
     blocks = _image_blocks(data, h * w, chunk_size)
-    # pass 1: the log-normaliser of every crop; each block of queries decides its precision on
-    # the first block of candidates (computed in float64), and pass 2 repeats the same choices
+    # pass 1: the log-normaliser of every crop; each block of queries moves from float64 to
+    # float32 distances once its running maximum allows it (windows' docstring), after block
+    # switch[i], and pass 2 repeats the same choices
     accs = [StreamingSoftmax((len(part.x), h - s + 1, w - s + 1, 1), torch.float64, x.device, layout="weights",
                              weight_dtype=x.dtype) for part in parts]
-    dtypes = [torch.float64] * len(parts)
+    switch = [math.inf] * len(parts)
     for k, cand in enumerate(blocks(step, None if grad else Workspace())):
         for i, (part, acc) in enumerate(zip(parts, accs)):
-            acc.add(part(cand, dtypes[i]), 3, lambda weights: weights.sum(-1, keepdim=True), scale=scale)
-            if k == 0 and part.precise_enough(acc.run_max):
-                dtypes[i] = x.dtype
+            dtype = torch.float64 if k < switch[i] else x.dtype
+            acc.add(part(cand, dtype), 3, lambda weights: weights.sum(-1, keepdim=True), scale=scale)
+            if switch[i] == math.inf and part.precise_enough(acc.run_max):
+                switch[i] = k + 1
     log_norms = [acc.log_normaliser() for acc in accs]
     floor = log_weight_floor(x.dtype)
     num = [x.new_zeros(len(part.x), h, w, c, dtype=torch.float64) for part in parts]
@@ -381,7 +385,7 @@ def _patch_composite(x, sigma, data, patch_size, chunk_size):
     for k, cand in enumerate(blocks(step, None if grad else Workspace())):  # pass 2: crop weights per pixel
         values = cand.to(x.dtype)
         for i, part in enumerate(parts):
-            distances = part(cand, torch.float64 if k == 0 else dtypes[i])
+            distances = part(cand, torch.float64 if k < switch[i] else x.dtype)
             weights = floored_weights(distances, log_norms[i], floor, x.dtype, not grad, scale)  # per crop
             per_pixel = box_sums(pad_windows(weights, s - 1, "zeros"), s, (1, 2))  # summed over covering crops
             num[i] = num[i] + torch.stack([torch.linalg.vecdot(per_pixel, values[j]) for j in range(c)], -1)

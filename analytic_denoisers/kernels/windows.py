@@ -21,11 +21,12 @@ Precision. The distances are sums of non-negative terms computed directly (no ex
 relative rounding error below ``kappa u`` with ``u`` the unit roundoff and
 ``kappa = 5 + C + 2 box_adds(P)`` (difference, square, channel sum, the two window sums, the
 scale, the maximum rounded to float32). A logit ``l = -d / (2 sigma^2)`` is then off by at most ``kappa u |l|``. Float64 inputs
-are computed in float64. For float32 inputs, the first block of candidates of each block of
-queries is computed in float64 and gives every ``(n, p)`` an upper bound on ``|l_max|``; the rest
-is computed in float32 when ``kappa u (|l_max| + 30)`` (the logits that carry any weight) stays
-below :data:`LOGIT_TOLERANCE` everywhere, else in float64. At small sigma the logits are large
-and float64 is needed; at sigma of order one float32 suffices.
+are computed in float64. For float32 inputs, each block of queries starts in float64, and its
+running maximum bounds ``|l_max|`` at every ``(n, p)`` (the bound only improves as candidates come
+in); from the first block after which ``kappa u (|l_max| + 30)`` (the logits that carry any
+weight) is below :data:`LOGIT_TOLERANCE` everywhere, the distances are computed in float32. At
+small sigma the logits are large and float64 is needed; at sigma of order one float32 suffices
+after the first block.
 """
 
 import math
@@ -267,8 +268,8 @@ def window_softmax(x, sigma, blocks, size, padding):
 
     Returns
     -------
-    Tensor of the shape of ``x``. Each block of queries (:func:`query_blocks`) decides its
-    precision on the first block of candidates (see the module's docstring).
+    Tensor of the shape of ``x``. Each block of queries (:func:`query_blocks`) moves from float64
+    to float32 distances once its running maximum allows it (see the module's docstring).
     """
     n, c, h, w = x.shape
     pad = size // 2
@@ -294,6 +295,6 @@ def window_softmax(x, sigma, blocks, size, padding):
             if mask is not None:
                 distances = distances.masked_fill(~mask, torch.inf)
             acc.add(distances, 3, sums, scale=scale)
-            if k == 0 and part.precise_enough(acc.run_max):
+            if dtypes[i] != x.dtype and part.precise_enough(acc.run_max):
                 dtypes[i] = x.dtype
     return torch.cat([acc.mean(x.dtype) for acc in accs]).permute(0, 3, 1, 2)

@@ -79,6 +79,24 @@ def test_float32_window_kernels_switch_to_float64_where_rounding_could_matter():
             out = kernel(x, sigma, data, 3)
             assert out.dtype == torch.float32
             torch.testing.assert_close(out.double(), kernel(x.double(), sigma, data.double(), 3), rtol=0, atol=1e-6)
+    # float64 until the running maximum allows float32: far images first, then near ones
+    near = tiny_images(4, (1, 6, 6), seed=34).float()
+    data = torch.cat([near + 5, near])
+    x = near[:1] + 0.05 * randn(1, 1, 6, 6, seed=35).float()
+    used = []
+    spy = windows.WindowDistances.__call__
+
+    def recording(self, candidates, dtype):
+        used.append(dtype)
+        return spy(self, candidates, dtype)
+
+    for kernel in (local_score_posterior_mean, patch_composite_posterior_mean):
+        used.clear()
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(windows.WindowDistances, "__call__", recording)
+            out = kernel(x, 0.5, data, 3, chunk_size=1)
+        assert used[:4] == [torch.float64] * 4 and used[-1] == torch.float32
+        torch.testing.assert_close(out.double(), kernel(x.double(), 0.5, data.double(), 3), rtol=0, atol=1e-6)
     # the rule: float32 where kappa u (|l_max| + 30) <= 1e-4
     distances = windows.WindowDistances(x, 7, 3, "zeros")
     assert distances.kappa == 5 + 1 + 2 * 4

@@ -48,7 +48,7 @@ from ..core.batching import per_level
 from ..core.validation import Interval, Options, as_images, check_data, check_scalar, value_at
 from .patch_index import build_patch_index, logit_dtype, patches_of, pruned_patch_softmax
 from .softmax import StreamingSoftmax, floored_weights, log_weight_floor, resolve_chunk
-from .windows import (WindowDistances, Workspace, box_sums, candidates_last, candidates_per_block, pad_windows,
+from .windows import (WindowDistances, Workspace, box_sums, candidates_last, candidates_per_block, zero_pad,
                       query_blocks, window_softmax)
 
 PADDINGS = ("zeros", "circular")
@@ -159,6 +159,7 @@ def _shift_blocks(data, h, w, patch_size, padding, chunk_size):
     """
     if padding == "circular":
         rows, cols, reach, valid = list(range(h)), w, (0, 0), None
+        segments = [(0, h)]  # runs of consecutive shifts a, as positions in `rows`
     else:
         classes = [_border_classes(n, patch_size // 2) for n in (h, w)]
         reach = _shift_reach(h, w, patch_size)
@@ -168,6 +169,7 @@ def _shift_blocks(data, h, w, patch_size, padding, chunk_size):
             return (p + a >= 0) & (p + a < n) & (k == k[(p + a).clamp(0, n - 1)])
 
         rows, cols = list(range(reach[0] + 1)) + list(range(-reach[0], 0)), 2 * reach[1] + 1
+        segments = [(0, reach[0] + 1), (reach[0] + 1, len(rows))]
         by_row = torch.stack([same_class(classes[0], h, a) for a in rows], 1)  # (H, rows)
         by_col = torch.stack([same_class(classes[1], w, b) for b in range(-reach[1], reach[1] + 1)], 1)  # (W, cols)
         valid = by_row[:, None, :, None] & by_col[None, :, None, :]  # (H, W, rows, cols)
@@ -176,10 +178,7 @@ def _shift_blocks(data, h, w, patch_size, padding, chunk_size):
         per_block = candidates_per_block(queries, (h + patch_size - 1) * (w + patch_size - 1))
         images = chunk_size or max(1, min(len(data), per_block // (len(rows) * cols)))
         group = max(1, per_block // (images * cols))  # rows of shifts per block
-        # (first row, count) of each block: runs of consecutive rows a (0, 1, ... then -R, ... -1)
-        runs = [(j, min(group, end - j)) for begin, end in ((0, reach[0] + 1 if valid is not None else h),
-                                                             (reach[0] + 1 if valid is not None else h, len(rows)))
-                for j in range(begin, end, group)]
+        runs = [(j, min(group, end - j)) for begin, end in segments for j in range(begin, end, group)]
         for start in range(0, len(data), images):
             chunk = candidates_last(data[start:start + images])  # (C, H, W, k)
             k = chunk.shape[-1]
@@ -387,7 +386,7 @@ def _patch_composite(x, sigma, data, patch_size, chunk_size):
         for i, part in enumerate(parts):
             distances = part(cand, torch.float64 if k < switch[i] else x.dtype)
             weights = floored_weights(distances, log_norms[i], floor, x.dtype, not grad, scale)  # per crop
-            per_pixel = box_sums(pad_windows(weights, s - 1, "zeros"), s, (1, 2))  # summed over covering crops
+            per_pixel = box_sums(zero_pad(weights, s - 1), s, (1, 2))  # summed over covering crops
             num[i] = num[i] + torch.stack([torch.linalg.vecdot(per_pixel, values[j]) for j in range(c)], -1)
             cover[i] = cover[i] + per_pixel.sum(-1, keepdim=True)
     return (torch.cat(num) / torch.cat(cover)).to(x.dtype).permute(0, 3, 1, 2)

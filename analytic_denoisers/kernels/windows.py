@@ -50,10 +50,11 @@ def box_adds(size):
 class Workspace:
     """Tensors reused from block to block, by key and shape.
 
-    Kernels that stream blocks of a few MiB write their intermediates here (``out=``) instead
-    of allocating them: measured on this machine, a fresh 2 MiB tensor per operation could
-    cost 10x the operation itself (the allocator hands such blocks back to the system, and
-    every reuse page-faults).
+    The window kernels make each block's squared differences, candidates and shifted images here
+    (``out=``) rather than in fresh tensors: a fresh multi-MiB tensor can be page-faulted in
+    again on every block (measured once on this machine at 10x the operation itself). The
+    window sums allocate theirs: a workspace tensor for each of their intermediates was slower
+    (a larger cache footprint than the allocator's reuse of what was just freed).
     """
 
     def __init__(self):
@@ -163,18 +164,10 @@ def candidates_last(images, workspace=None):
     return workspace("candidates", (channels, h, w, c), images).copy_(images.permute(1, 2, 3, 0))
 
 
-def pad_windows(t, pad, padding, dims=(1, 2)):
-    """``t`` padded by ``pad`` on both sides of ``dims``: zeros or circular (differentiable)."""
-    if not pad:
-        return t
-    if padding == "zeros":
-        dims = {d % t.dim() for d in dims}
-        spec = [pad if d in dims else 0 for d in reversed(range(t.dim())) for _ in (0, 1)]
-        return F.pad(t, spec)
-    for d in dims:
-        n = t.shape[d]
-        t = torch.cat([t.narrow(d, n - pad, pad), t, t.narrow(d, 0, pad)], d)
-    return t
+def zero_pad(t, pad, dims=(1, 2)):
+    """``t`` with ``pad`` zeros on both sides of ``dims`` (differentiable)."""
+    dims = {d % t.dim() for d in dims}
+    return F.pad(t, [pad if d in dims else 0 for d in reversed(range(t.dim())) for _ in (0, 1)])
 
 
 class WindowDistances:
@@ -189,8 +182,8 @@ class WindowDistances:
     padding : "zeros" or "circular"
 
     Calling it with a candidate block (C, H, W, c) and a dtype gives the distances
-    ``(n, H + 2 pad - P + 1, W + 2 pad - P + 1, c)`` in that dtype: without autograd, a tensor
-    of its :class:`Workspace`, overwritten by the next call.
+    ``(n, H + 2 pad - P + 1, W + 2 pad - P + 1, c)`` in that dtype (``(n, H, W, c)`` with circular
+    padding, whose windows wrap round: :func:`cyclic_box_sums`).
     """
 
     def __init__(self, x, size, pad, padding):
@@ -212,7 +205,7 @@ class WindowDistances:
             sq = sum((x[k] - cand[k]).square() for k in range(len(x)))
             if self.padding == "circular":
                 return cyclic_box_sums(sq, self.size, (1, 2), -pad)
-            return box_sums(pad_windows(sq, pad, self.padding), self.size, (1, 2))
+            return box_sums(zero_pad(sq, pad), self.size, (1, 2))
         cand = candidates if candidates.dtype == dtype else \
             self.workspace("cast", candidates.shape, x).copy_(candidates)
         # no autograd: the squares go straight into a reused buffer (whose zero border stays)
@@ -280,7 +273,7 @@ def window_softmax(x, sigma, blocks, size, padding):
     dtypes = [torch.float64] * len(parts)
     scale = -0.5 / sigma**2
     grad = torch.is_grad_enabled() and x.requires_grad
-    for k, block in enumerate(blocks(step, None if grad else Workspace())):
+    for block in blocks(step, None if grad else Workspace()):
         cand, mask = block if isinstance(block, tuple) else (block, None)
         values = cand.to(x.dtype)
 
@@ -293,7 +286,7 @@ def window_softmax(x, sigma, blocks, size, padding):
         for i, (part, acc) in enumerate(zip(parts, accs)):
             distances = part(cand, dtypes[i])
             if mask is not None:
-                distances = distances.masked_fill(~mask, torch.inf)
+                distances = distances.masked_fill(~mask, torch.inf) if grad else distances.masked_fill_(~mask, torch.inf)
             acc.add(distances, 3, sums, scale=scale)
             if dtypes[i] != x.dtype and part.precise_enough(acc.run_max):
                 dtypes[i] = x.dtype

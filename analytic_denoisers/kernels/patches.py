@@ -48,7 +48,8 @@ from ..core.batching import per_level
 from ..core.validation import Interval, Options, as_images, check_data, check_scalar, value_at
 from .patch_index import build_patch_index, logit_dtype, patches_of, pruned_patch_softmax
 from .softmax import StreamingSoftmax, floored_weights, log_weight_floor, resolve_chunk
-from .windows import (WindowDistances, Workspace, box_sums, candidates_last, candidates_per_block, zero_pad,
+from .windows import (WindowDistances, Workspace, box_sums, candidates_last, candidates_per_block,
+                      clipped_window_sums, wide, zero_pad,
                       query_blocks, window_softmax)
 
 PADDINGS = ("zeros", "circular")
@@ -386,7 +387,8 @@ def _patch_composite(x, sigma, data, patch_size, chunk_size):
         for i, part in enumerate(parts):
             distances = part(cand, torch.float64 if k < switch[i] else x.dtype)
             weights = floored_weights(distances, log_norms[i], floor, x.dtype, not grad, scale)  # per crop
-            per_pixel = box_sums(zero_pad(weights, s - 1), s, (1, 2))  # summed over covering crops
+            per_pixel = (clipped_window_sums(weights, s, s - 1, (1, 2)) if wide(h - s + 1, w - s + 1, s - 1)
+                         else box_sums(zero_pad(weights, s - 1), s, (1, 2))).to(x.dtype)  # summed over covering crops
             num[i] = num[i] + torch.stack([torch.linalg.vecdot(per_pixel, values[j]) for j in range(c)], -1)
             cover[i] = cover[i] + per_pixel.sum(-1, keepdim=True)
     return (torch.cat(num) / torch.cat(cover)).to(x.dtype).permute(0, 3, 1, 2)

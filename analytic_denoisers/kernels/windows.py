@@ -156,6 +156,38 @@ def cyclic_box_sums(t, size, dims, start=0):
     return t
 
 
+def clipped_window_sums(t, size, pad, dims):
+    """Window sums with zero padding by clipping each window to the axis, from float64 prefix sums.
+
+    ``out[j] = sum t[max(0, j - pad) : min(n, j - pad + size)]`` along each of ``dims``: O(n)
+    work per axis for any ``size``, where :func:`box_sums` on a zero-padded copy would add
+    ``2 pad`` entries per axis (8.6x the values for P = 55 on 28 x 28). Float64 (differences of
+    prefix sums of non-negative terms lose at most ``u64`` times the row's total); differentiable.
+    """
+    t = t.double()
+    for dim in dims:
+        n = t.shape[dim]
+        m = n + 2 * pad - size + 1  # windows along dim
+        shape = list(t.shape)
+        shape[dim] = n + 2 * pad + 1
+        extended = t.new_empty(shape)  # pad + 1 zeros, the n prefix sums, pad copies of the total
+        extended.narrow(dim, 0, pad + 1).zero_()
+        if torch.is_grad_enabled() and t.requires_grad:  # out= does not record a gradient
+            extended.narrow(dim, pad + 1, n).copy_(t.cumsum(dim))
+        else:
+            torch.cumsum(t, dim, out=extended.narrow(dim, pad + 1, n))
+        extended.narrow(dim, n + pad + 1, pad).copy_(extended.narrow(dim, n + pad, 1).expand(
+            *shape[:dim % len(shape)], pad, *shape[dim % len(shape) + 1:]))
+        t = extended.narrow(dim, size, m) - extended.narrow(dim, 0, m)
+    return t
+
+
+def wide(h, w, pad):
+    """Whether zero padding by ``pad`` more than doubles an (h, w) image: then windows are
+    clipped (:func:`clipped_window_sums`) rather than padded."""
+    return (h + 2 * pad) * (w + 2 * pad) > 2 * h * w
+
+
 def candidates_last(images, workspace=None):
     """Images (c, C, H, W) as the candidate block (C, H, W, c), contiguous (in ``workspace`` if given)."""
     if workspace is None:
@@ -205,11 +237,14 @@ class WindowDistances:
             sq = sum((x[k] - cand[k]).square() for k in range(len(x)))
             if self.padding == "circular":
                 return cyclic_box_sums(sq, self.size, (1, 2), -pad)
+            if wide(h, w, pad):
+                return clipped_window_sums(sq, self.size, pad, (1, 2))
             return box_sums(zero_pad(sq, pad), self.size, (1, 2))
         cand = candidates if candidates.dtype == dtype else \
             self.workspace("cast", candidates.shape, x).copy_(candidates)
         # no autograd: the squares go straight into a reused buffer (whose zero border stays)
-        if self.padding == "circular":
+        clipped = self.padding == "zeros" and wide(h, w, pad)
+        if self.padding == "circular" or clipped:
             pad = 0
         sq = self.workspace("squares", (n, h + 2 * pad, w + 2 * pad, cand.shape[-1]), x, zero=True)
         inner = sq[:, pad:pad + h, pad:pad + w]
@@ -219,6 +254,8 @@ class WindowDistances:
             inner.addcmul_(diff, diff)
         if self.padding == "circular":
             return cyclic_box_sums(sq, self.size, (1, 2), -self.pad)
+        if clipped:
+            return clipped_window_sums(sq, self.size, self.pad, (1, 2))
         return box_sums(sq, self.size, (1, 2))
 
     def precise_enough(self, run_max):

@@ -12,7 +12,7 @@ from analytic_denoisers.kernels import windows
 from analytic_denoisers.kernels.patches import (els_method, equivariant_local_score_posterior_mean,
                                                 equivariant_position_sets, local_score_posterior_mean,
                                                 patch_composite_posterior_mean)
-from analytic_denoisers.kernels.windows import box_adds, box_sums, cyclic_box_sums
+from analytic_denoisers.kernels.windows import box_adds, box_sums, clipped_window_sums, cyclic_box_sums
 from references import (SIGMAS, empirical_reference, local_score_reference, near_data, patch_composite_reference,
                         randn, tiny_images)
 
@@ -159,6 +159,10 @@ def test_box_sums_are_window_sums(size):
         torch.testing.assert_close(wide, cyclic_box_sums(t, size, (1,), start) + t.sum(1, keepdim=True))
     with pytest.raises(ValueError, match="larger than the axis"):
         box_sums(t, 14, (1,))
+    # zero padding: windows clipped to the axis, from prefix sums, equal the padded sums
+    for pad in (size // 2, size - 1):
+        padded = box_sums(torch.nn.functional.pad(t, (0, 0, pad, pad, pad, pad)), size, (1, 2))
+        torch.testing.assert_close(clipped_window_sums(t, size, pad, (1, 2)), padded)
 
 
 def test_position_sets():

@@ -183,9 +183,11 @@ def clipped_window_sums(t, size, pad, dims):
 
 
 def wide(h, w, pad):
-    """Whether zero padding by ``pad`` more than doubles an (h, w) image: then windows are
-    clipped (:func:`clipped_window_sums`) rather than padded."""
-    return (h + 2 * pad) * (w + 2 * pad) > 2 * h * w
+    """Whether zero padding by ``pad`` makes an (h, w) image more than 4x larger: then windows
+    are clipped (:func:`clipped_window_sums`) rather than padded. (Measured: PSPC's second pass
+    with 8 x 8 crops on 28 x 28, 2.8x larger, ran 1.3-1.5x slower clipped; LS with P = 55,
+    8.6x larger, 2x faster.)"""
+    return (h + 2 * pad) * (w + 2 * pad) > 4 * h * w
 
 
 def candidates_last(images, workspace=None):

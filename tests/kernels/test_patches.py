@@ -48,15 +48,17 @@ def test_window_kernels_do_not_depend_on_chunks_or_query_blocks(mode, path, monk
     torch.testing.assert_close(kernel(x, 0.3, data, 3, **path), whole, rtol=1e-12, atol=1e-14)
 
 
-@pytest.mark.parametrize("mode", ["ls", "ls-circular", "els", "bbels", "pspc"])
-def test_window_kernels_have_exact_gradients(mode):
+@pytest.mark.parametrize("mode, size", [("ls", 3), ("ls", 9), ("ls-circular", 3), ("els", 3), ("bbels", 3),
+                                        ("pspc", 3), ("pspc", 4)])
+def test_window_kernels_have_exact_gradients(mode, size):
+    # size 9 (LS) and 4 (PSPC's second pass) on 5 x 4 images: windows clipped to the image
     data = tiny_images(3, (1, 5, 4), seed=42)
     x = near_data(data, 1, 0.5, seed=43).requires_grad_()
     kernel = {"ls": local_score_posterior_mean,
               "ls-circular": partial(local_score_posterior_mean, padding="circular"),
               "els": partial(KERNELS["els"], method="shifts"), "bbels": partial(KERNELS["bbels"], method="shifts"),
               "pspc": patch_composite_posterior_mean}[mode]
-    assert torch.autograd.gradcheck(lambda x: kernel(x, 0.5, data, 3), (x,))
+    assert torch.autograd.gradcheck(lambda x: kernel(x, 0.5, data, size), (x,))
 
 
 def test_els_method_auto_follows_the_cost_model():

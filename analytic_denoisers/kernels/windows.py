@@ -16,8 +16,12 @@ additions of shifted slices. :func:`box_sums` sums ``P`` consecutive entries by 
 the cost hardly grows with ``P``. Blocks hold about :data:`BLOCK_ELEMENTS` values (a few MiB:
 measured on this machine, additions on 1 MiB blocks ran 2-4x faster than on 18 MiB ones).
 
+Zero padding that would make the image more than 4x larger (windows wider than the image, such
+as P = 55 on 28 x 28) is replaced by clipping each window to the image, summed from float64
+prefix sums (:func:`clipped_window_sums`, O(H W) for any P).
+
 Precision. The distances are sums of non-negative terms computed directly (no expanded
-``|q|^2 - 2 q.k + |k|^2``, no prefix sums): no cancellation anywhere, so each distance has a
+``|q|^2 - 2 q.k + |k|^2``; prefix sums only in float64): no cancellation, so each distance has a
 relative rounding error below ``kappa u`` with ``u`` the unit roundoff and
 ``kappa = 5 + C + 2 box_adds(P)`` (difference, square, channel sum, the two window sums, the
 scale, the maximum rounded to float32). A logit ``l = -d / (2 sigma^2)`` is then off by at most ``kappa u |l|``. Float64 inputs

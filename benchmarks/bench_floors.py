@@ -30,7 +30,7 @@ import analytic_denoisers as ad
 from analytic_denoisers.kernels import windows
 from analytic_denoisers.kernels.patches import (els_method, equivariant_local_score_posterior_mean,
                                                 equivariant_position_sets, local_score_posterior_mean,
-                                                patch_composite_posterior_mean)
+                                                patch_composite_posterior_mean, shift_count)
 from common import fashion_mnist_inputs, markdown_table, report_header, write_report
 
 
@@ -100,8 +100,7 @@ def els_rows(x, sigma, data, sizes, repeats):
             for method in ("shifts", "products"):
                 times[method], out = timed(lambda: equivariant_local_score_posterior_mean(
                     x, sigma, data, size, padding=padding, method=method), repeats)
-            reach = (h - 1, w - 1) if padding == "circular" else tuple(max(k - 2 * (size // 2), 1) - 1 for k in (h, w))
-            shifts = h * w if padding == "circular" else (2 * reach[0] + 1) * (2 * reach[1] + 1)
+            shifts = shift_count(h, w, size, padding)
             pairs = sum(len(s) ** 2 for s in equivariant_position_sets(h, w, size, padding))
             floor_pairs = n * len(data) * pairs  # the pairs the softmax needs
             floor = floor_time(floor_pairs, 1, h, w, 512, repeats)

@@ -121,6 +121,14 @@ def _shift_reach(h, w, patch_size):
     return tuple(max(n - 2 * (patch_size // 2), 1) - 1 for n in (h, w))
 
 
+def shift_count(h, w, patch_size, padding):
+    """Shifts the ``"shifts"`` path of ELS (all ``H W``) or bbELS (those within the interior's extent) computes."""
+    if padding == "circular":
+        return h * w
+    reach = _shift_reach(h, w, patch_size)
+    return (2 * reach[0] + 1) * (2 * reach[1] + 1)
+
+
 # The cost model of method="auto", measured on this machine (2 cores; benchmarks/bench_patches.py):
 # nanoseconds per window distance (query pixel, candidate pair) of each path, plus the matrix
 # products' flops per value of a patch and their overhead per position set and chunk of images
@@ -139,8 +147,7 @@ def els_method(n, m, shape, patch_size, padding, chunk_size=None):
     """
     c, h, w = shape
     sets = equivariant_position_sets(h, w, patch_size, padding)
-    reach = (h - 1, w - 1) if padding == "circular" else _shift_reach(h, w, patch_size)
-    shifts = h * w if padding == "circular" else (2 * reach[0] + 1) * (2 * reach[1] + 1)
+    shifts = shift_count(h, w, patch_size, padding)
     chunks = -(-m // resolve_chunk(chunk_size, max(len(s) for s in sets) * n * max(len(s) for s in sets), 2**22))
     by_shifts = n * m * h * w * shifts * SHIFT_PAIR_NS
     by_products = (n * m * sum(len(s) ** 2 for s in sets) * (PRODUCT_PAIR_NS + PRODUCT_VALUE_NS * (c * patch_size**2 + c + 2))

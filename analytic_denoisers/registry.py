@@ -6,6 +6,7 @@ import inspect
 import torch
 
 from .core.artifact import FileFormatError, read, read_class
+from .core.distributed import as_shard
 from .core.fingerprint import data_fingerprint
 from .denoisers.empirical import EmpiricalOptimalDenoiser, NearestNeighbourDenoiser, SmoothedClosedFormDenoiser
 from .denoisers.flex import PatchFlexDenoiser
@@ -72,7 +73,7 @@ def _restore_tuples(cls, params):
             else v for k, v in params.items()}
 
 
-def load(path, *, classes=(), verify=True, **params):
+def load(path, *, classes=(), verify=True, shard=None, group=None, **params):
     """Load a denoiser saved with ``est.save(path)``, checking that the file is what it says.
 
     Parameters
@@ -86,6 +87,13 @@ def load(path, *, classes=(), verify=True, **params):
         1.2-1.7 s load), and
         denoise one image as a check that the stored state fits together (a UNet whose weights
         do not match its parameters, eigenvectors of the wrong shape). ``False`` skips both.
+    shard : ``(rank, world)`` or ``slice(start, stop)``, optional
+        Read only this rank's rows of the training images and return a sharded denoiser (see
+        :meth:`~analytic_denoisers.core.contract.TrainingSetMixin.shard`): no rank ever holds
+        the whole set. Collective: every rank of ``group`` loads its shard of the same file
+        (torch.distributed initialised first). With ``verify``, the fingerprint (of the whole
+        set) is not recomputed; the denoise check runs across the ranks.
+    group : torch.distributed process group of a sharded load (default: the default group)
     **params : hyper-parameters a file does not hold (the class's ``_not_saved``, e.g.
         ``network=`` for a :class:`~analytic_denoisers.denoisers.network.NetworkDenoiser`)
 
@@ -100,9 +108,12 @@ def load(path, *, classes=(), verify=True, **params):
     cls = known.get(name)
     if cls is None:
         raise FileFormatError(f"{path}: unknown denoiser class {name!r}; known: {sorted(known)}")
+    if shard is not None and not getattr(cls, "_shardable", False):
+        raise ValueError(f"{path} holds a {name}, which cannot be sharded: the denoisers whose calls merge exactly "
+                         "across ranks are the empirical-optimal, PCA-locality, LS / ELS / bbELS and PSPC-Square ones")
     # the package's classes declare their whole fitted state; a user's class may save more
     _, saved, state = read(path, object_hook=json_object_hook,
-                           fitted_state=cls._fitted_state if CLASSES.get(name) is cls else None)
+                           fitted_state=cls._fitted_state if CLASSES.get(name) is cls else None, shard=shard)
     if hasattr(cls, "_upgrade_saved"):  # a file written before the class gained state or parameters
         saved, state = cls._upgrade_saved(saved, state)
     missing = sorted(set(cls._fitted_state) - set(state))
@@ -120,6 +131,8 @@ def load(path, *, classes=(), verify=True, **params):
         raise FileFormatError(f"{path}: unusable parameters for {name} ({err})") from None
     vars(estimator).update(state)
     estimator._cache = {}
+    if shard is not None:
+        estimator._adopt_shard(as_shard(shard, estimator.n_samples_seen_), group)
     if verify:
         _verify(path, estimator)
     return estimator
@@ -128,7 +141,8 @@ def load(path, *, classes=(), verify=True, **params):
 def _verify(path, estimator):
     """The fingerprint of stored training images, and one denoised image, as ``load`` checks them."""
     data = getattr(estimator, "data_", None)
-    if isinstance(data, torch.Tensor) and data_fingerprint(data) != estimator.fingerprint_:
+    whole = getattr(estimator, "shard_", None) is None  # a shard's rows are not the fingerprinted set
+    if whole and isinstance(data, torch.Tensor) and data_fingerprint(data) != estimator.fingerprint_:
         raise FileFormatError(f"{path}: the stored training images do not match the file's fingerprint (a "
                               "corrupted file); re-create it with est.save or `analytic-denoisers fit`")
     if getattr(estimator, "_not_saved", ()):  # its network is the caller's, not the file's

@@ -21,6 +21,7 @@ import h5py
 import numpy as np
 import torch
 
+from .distributed import as_shard
 from .files import atomic_write, dumps, to_jsonable
 from .version import __version__
 
@@ -181,7 +182,10 @@ def read_class(path):
         return str(f.attrs["class"])
 
 
-def read(path, object_hook=None, fitted_state=None):
+ROW_STATE = ("data_", "labels_")  # fitted arrays with one row per training image (read by shard)
+
+
+def read(path, object_hook=None, fitted_state=None, shard=None):
     """The class name, parameters and fitted state stored in ``path``, checked before use.
 
     Parameters
@@ -190,6 +194,9 @@ def read(path, object_hook=None, fitted_state=None):
     object_hook : passed to ``json.loads`` for the parameters (rebuilds schedules)
     fitted_state : names of the fitted attributes the file may hold, optional (any others are an
         error)
+    shard : ``(rank, world)`` or ``slice(start, stop)``, optional: read only these rows of the
+        training images and labels (:data:`ROW_STATE`; see
+        :func:`~analytic_denoisers.core.distributed.as_shard`)
 
     Returns
     -------
@@ -206,6 +213,11 @@ def read(path, object_hook=None, fitted_state=None):
     """
     with _open(path) as f:
         try:
+            total = int(f.attrs["n_samples"])
+        except (KeyError, TypeError, ValueError):
+            raise FileFormatError(f"{path}: truncated or corrupt contents (no n_samples); {REBUILD}") from None
+        rows = None if shard is None else as_shard(shard, total)  # a bad shard is the caller's ValueError
+        try:
             name = str(f.attrs["class"])
             params = json.loads(f.attrs["params"], object_hook=object_hook)
             if not isinstance(params, dict):
@@ -213,7 +225,7 @@ def read(path, object_hook=None, fitted_state=None):
             _check_datasets(path, f, fitted_state)
             state = json.loads(f["state"].attrs["scalars"])
             for key, ds in f["state"].items():
-                array = ds[()]
+                array = ds[rows.start:rows.stop] if rows is not None and key in ROW_STATE else ds[()]
                 if array.dtype.kind == "f" and not np.isfinite(array).all():
                     raise FileFormatError(f"{path}: state/{key} holds NaN or Inf values; {REBUILD}")
                 state[key] = torch.from_numpy(array) if ds.attrs["kind"] == "tensor" else array

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from sklearn.utils.validation import check_is_fitted
 
-from . import artifact
+from . import artifact, distributed
 from .batching import groups
 from .fingerprint import SUMMARY, data_summary, merge_summaries
 from .validation import as_images, as_labels, as_sigma, as_training_images, check_params
@@ -87,7 +87,17 @@ class DenoiserMixin:
             return self.denoise(x.float(), sigma, y).to(x.dtype)
         sigma = as_sigma(sigma, x)
         y = self._check_y(y, x)
-        return self._denoise(x, sigma, y)
+        shards = getattr(self, "_shards", None)
+        if shards is None:
+            return self._denoise(x, sigma, y)
+        self._check_shardable()
+        if torch.is_grad_enabled() and x.requires_grad:
+            raise ValueError(f"a sharded {type(self).__name__} does not propagate gradients across ranks: "
+                             "differentiate an unsharded one")
+        collectives = shards[1]
+        collectives.check_same(x, sigma, *(() if y is None else (y,)))
+        with distributed.across(collectives):
+            return self._denoise(x, sigma, y)
 
     def __call__(self, x, sigma, y=None):
         return self.denoise(x, sigma, y=y)
@@ -123,6 +133,9 @@ class DenoiserMixin:
 
     def save(self, path):
         """Write the fitted denoiser to ``path`` (HDF5, atomic); ``ad.load(path)`` reads it back."""
+        if getattr(self, "_shards", None) is not None:
+            raise ValueError(f"this {type(self).__name__} holds one rank's shard of its training set, which cannot "
+                             "be saved as the denoiser: save the unsharded one (then ad.load(path, shard=...))")
         return artifact.save(self, path)
 
     # -- hyper-parameters -------------------------------------------------------------------
@@ -169,7 +182,7 @@ class DenoiserMixin:
         self._update_data_summary(data_summary(X))
 
     def _reset_data_summary(self):
-        for name in SUMMARY:
+        for name in (*SUMMARY, "_shards"):  # a new fit is not sharded
             self.__dict__.pop(name, None)
         self._cache = {}
 
@@ -205,6 +218,8 @@ class TrainingSetMixin(DenoiserMixin):
     """
 
     _fitted_state = DenoiserMixin._fitted_state + ("data_", "labels_", "classes_", "class_offsets_")
+    # True where a call on a sharded training set is exact (a softmax merged across ranks)
+    _shardable = False
 
     def fit(self, X, y=None):
         """Store the training images ``X`` (N, C, H, W) and optional labels ``y`` (N,). Returns self."""
@@ -222,6 +237,65 @@ class TrainingSetMixin(DenoiserMixin):
         self.data_ = X.detach().cpu().contiguous()
         self._set_data_summary(self.data_)
         return self
+
+    def shard(self, shard, group=None):
+        """Keep only this rank's rows of the training set: a sharded denoiser (torch.distributed).
+
+        Every rank of ``group`` holds its shard, and every call, made by every rank with the same
+        queries, merges the ranks' partial softmax sums with collectives into the exact result
+        (the unsharded one up to the order of additions) on every rank
+        (:mod:`~analytic_denoisers.core.distributed`). For each rank's own queries, wrap it in
+        :class:`~analytic_denoisers.core.distributed.GatheredQueries`. ``ad.load(path,
+        shard=...)`` reads only the shard from a file.
+
+        Parameters
+        ----------
+        shard : ``(rank, world)`` (nearly equal consecutive shards) or ``slice(start, stop)``
+            (explicit rows of ``data_``, e.g. uneven shards; together the ranks' slices must
+            cover every row once)
+        group : torch.distributed process group, optional (default: the default group, which
+            must be initialised)
+
+        Returns
+        -------
+        self. Afterwards ``data_`` and ``labels_`` hold the shard's rows and ``class_offsets_``
+        indexes them; ``n_samples_seen_`` and ``fingerprint_`` still describe the whole set.
+        """
+        self._check_fitted()
+        if getattr(self, "_shards", None) is not None:
+            raise ValueError(f"this {type(self).__name__} is already sharded")
+        spec = distributed.as_shard(shard, len(self.data_))
+        self.data_ = self.data_[spec.start:spec.stop].clone()
+        if self.labels_ is not None:
+            self.labels_ = self.labels_[spec.start:spec.stop].clone()
+        return self._adopt_shard(spec, group)
+
+    def _adopt_shard(self, spec, group):
+        """Become the sharded denoiser of rows ``spec`` (``data_`` and ``labels_`` hold them already)."""
+        self._check_shardable()
+        if self.class_offsets_ is not None:
+            self.class_offsets_ = np.clip(self.class_offsets_ - spec.start, 0, spec.stop - spec.start)
+        collectives = distributed.Collectives(group)
+        collectives.check(spec)
+        self._shards, self._cache = (spec, collectives), {}
+        return self
+
+    def _check_shardable(self):
+        """Raise unless a call on a sharded training set is exact for this class and hyper-parameters."""
+        name = type(self).__name__
+        if not self._shardable:
+            raise ValueError(f"{name} cannot be sharded: the denoisers whose calls merge exactly across ranks are the "
+                             "empirical-optimal, PCA-locality, LS / ELS / bbELS and PSPC-Square ones")
+        for param in ("top_k", "prune_tol"):  # approximations whose candidates would be chosen per shard
+            if getattr(self, param, None) is not None:
+                raise ValueError(f"a sharded {name} must be exact: {param}={getattr(self, param)!r} would choose its "
+                                 f"candidates per shard; set {param}=None")
+
+    @property
+    def shard_(self):
+        """This rank's :class:`~analytic_denoisers.core.distributed.Shard` of the training set, or None."""
+        shards = getattr(self, "_shards", None)
+        return None if shards is None else shards[0]
 
     def _class_range(self, k):
         """``(lo, hi)``: ``data_[lo:hi]`` are the images of class ``k`` (all of them for None)."""

@@ -45,6 +45,7 @@ class EmpiricalOptimalDenoiser(TrainingSetMixin, BaseEstimator):
 
     _parameter_constraints = {"temperature": [Interval(float, 0, closed="neither")],
                               "chunk_size": [Interval(int, 1), None], "top_k": [Interval(int, 1), None]}
+    _shardable = True  # in the exact mode (top_k=None): see shard()
 
     def __init__(self, chunk_size=None, top_k=None, temperature=1.0):
         self.chunk_size = chunk_size
@@ -52,13 +53,13 @@ class EmpiricalOptimalDenoiser(TrainingSetMixin, BaseEstimator):
         self.temperature = temperature
 
     def _denoise(self, x, sigma, y):
-        def posterior_mean(x, sigma, bounds):  # one prepared block per class, on its class mean
-            prepared = self._derived(("prepared", *bounds), x,
+        def posterior_mean(x, sigma, bounds, k):  # one prepared block per class, on its class mean
+            prepared = self._derived(("prepared", k), x,  # by class: a shard's bounds of two classes may coincide
                                      lambda: prepare(self.data_[slice(*bounds)].to(x.device, x.dtype)))
             return empirical_posterior_mean(x, sigma, None, prepared=prepared, temperature=self.temperature,
                                             chunk_size=self.chunk_size, top_k=self.top_k)
 
-        return self._by_class(x, sigma, y, posterior_mean)
+        return self._by_class(x, sigma, y, posterior_mean, with_class=True)
 
 
 class NearestNeighbourDenoiser(TrainingSetMixin, BaseEstimator):

@@ -56,6 +56,7 @@ class PCALocalityDenoiser(TrainingSetMixin, BaseEstimator):
 
     _fitted_state = TrainingSetMixin._fitted_state + ("mean_", "eigvals_", "eigvecs_", "class_eigvals_",
                                                       "class_eigvecs_")
+    _shardable = True  # see shard()
     _parameter_constraints = {
         "threshold": [Interval(float, 0, 1), Schedule()],
         "temperature": [Interval(float, 0, closed="neither")],
@@ -111,7 +112,7 @@ class PCALocalityDenoiser(TrainingSetMixin, BaseEstimator):
 
     def _denoise(self, x, sigma, y):
         def posterior_mean(x, sigma, bounds, k):  # one class (or all of the data), one mask set per sigma
-            prepared = self._derived(("prepared", *bounds), x, lambda: prepare_transposed(
+            prepared = self._derived(("prepared", k), x, lambda: prepare_transposed(  # by class (see shard())
                 self.data_[slice(*bounds)].to(x.device, x.dtype)))
             plans = self._derived(("plans", k), x, LevelCache)  # kept until the next fit or set_params
             return pca_locality_posterior_mean(x, sigma, None, lambda s: self.masks(s, k), temperature=self.temperature,
@@ -152,6 +153,7 @@ class GoldDiffDenoiser(PCALocalityDenoiser):
     """
 
     _fitted_state = PCALocalityDenoiser._fitted_state + ("order_",)
+    _shardable = False  # its golden subsets are chosen from the whole set
     _parameter_constraints = {**PCALocalityDenoiser._parameter_constraints,
                               "k_min": [Interval(int, 1), None], "k_max": [Interval(int, 1), None],
                               "proxy_resolution": [Interval(int, 1)],

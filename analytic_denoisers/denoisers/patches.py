@@ -44,6 +44,7 @@ class LocalScoreDenoiser(TrainingSetMixin, BaseEstimator):
     image_shape_, n_samples_seen_, value_range_, fingerprint_ : see DenoiserMixin.
     """
 
+    _shardable = True  # without prune_tol: see shard()
     _parameter_constraints = {
         "patch_size": [Interval(int, 1, odd=True), Schedule()],
         "equivariant": [BOOLEAN],
@@ -108,6 +109,7 @@ class PatchCompositeDenoiser(TrainingSetMixin, BaseEstimator):
     image_shape_, n_samples_seen_, value_range_, fingerprint_ : see DenoiserMixin.
     """
 
+    _shardable = True  # see shard()
     _parameter_constraints = {"patch_size": [Interval(int, 1), Schedule()], "chunk_size": CHUNK}
 
     def __init__(self, patch_size=8, chunk_size=None):

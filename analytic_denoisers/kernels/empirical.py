@@ -14,6 +14,7 @@ from typing import NamedTuple
 import torch
 
 from ..core.batching import query_block
+from ..core.distributed import mean_rows
 from ..core.validation import Interval, as_images, as_sigma, check_scalar
 from .softmax import StreamingSoftmax, resolve_chunk, softmax_average
 
@@ -50,9 +51,9 @@ def prepare(data):
     -------
     Prepared
     """
-    data = data.reshape(data.shape[0], -1)
+    data = data.flatten(1)
     m, d = data.shape
-    center = data.mean(0)
+    center = mean_rows(data)  # over every rank's rows in a sharded call
     aug = data.new_empty(m, d + 2)  # filled in place: no (M, d) temporaries
     centred = torch.sub(data, center, out=aug[:, :d])
     aug[:, d] = 1

@@ -27,6 +27,7 @@ from typing import NamedTuple, Optional
 import torch
 
 from ..core.batching import LevelCache, per_level
+from ..core.distributed import mean_rows
 from ..core.validation import Interval, Options, as_images, as_level, check_scalar, value_at
 from .softmax import StreamingSoftmax, resolve_chunk
 from .wiener import wiener_matrix
@@ -93,8 +94,8 @@ def prepare_transposed(data):
     centred_t : Tensor of shape (d, M), ``(x_i - c)[n]`` at ``[n, i]``
     center : Tensor of shape (d,), ``c``, the mean training image
     """
-    data = data.reshape(data.shape[0], -1)
-    center = data.mean(0)
+    data = data.flatten(1)
+    center = mean_rows(data)  # over every rank's rows in a sharded call
     return (data - center).T.contiguous(), center
 
 
@@ -289,7 +290,7 @@ def _pca_locality_differentiable(x, sigma, prepared, mask, chunk_size):
     n = x.shape[0]
     data_t, center = prepared  # (d, M), (d,)
     d = data_t.shape[0]
-    chunk = min(resolve_chunk(chunk_size, n * 128, 2**19, minimum=512), data_t.shape[1])
+    chunk = max(1, min(resolve_chunk(chunk_size, n * 128, 2**19, minimum=512), data_t.shape[1]))
     scale = -1 / (2 * as_level(sigma) ** 2)
     weights_t = mask.to(device=x.device, dtype=x.dtype).T  # (d_out, d_in)
     queries = (x.reshape(n, -1) - center).T[:, :, None]  # (d, N, 1)
@@ -309,7 +310,7 @@ def _pca_locality(x, sigma, prepared, plan, chunk_size):
     queries = x.reshape(n, -1)  # (N, d)
     d = queries.shape[1]
     data_t, center = prepared  # (d, M), (d,)
-    chunk = min(resolve_chunk(chunk_size, n * 128, 2**19, minimum=512), data_t.shape[1])  # ~4096 (query, image)
+    chunk = max(1, min(resolve_chunk(chunk_size, n * 128, 2**19, minimum=512), data_t.shape[1]))  # ~4096 (query, image)
     identity = plan.block_size >= d  # one dense block: outputs in pixel order
     scale = -1 / (2 * as_level(sigma) ** 2)
     twice_q = (2 * scale) * (queries - center).T[:, :, None]  # (d, N, 1)

@@ -44,6 +44,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from ..core import distributed
 from ..core.batching import per_level
 from ..core.validation import Interval, Options, as_images, check_data, check_scalar, value_at
 from .patch_index import build_patch_index, logit_dtype, patches_of, pruned_patch_softmax
@@ -57,9 +58,11 @@ ELS_METHODS = ("auto", "shifts", "products")
 
 
 def _check_inputs(x, data, padding="zeros"):
-    """Validated queries (N, C, H, W), training images like them, and a known padding."""
+    """Validated queries (N, C, H, W), training images like them (none at all only for a rank's
+    shard in a sharded call), and a known padding."""
     x = as_images(x)
-    check_data(data, x)
+    if not (distributed.active() is not None and isinstance(data, torch.Tensor) and len(data) == 0):
+        check_data(data, x)
     check_scalar(padding, "padding", Options(*PADDINGS))
     return x
 
@@ -310,12 +313,12 @@ def _equivariant_local_score(x, sigma, data, patch_size, padding, chunk_size, pr
         if stats is not None:
             stats["computed_fraction"] = computed / sum(len(pos) ** 2 for pos in sets)
         return out.transpose(1, 2).reshape(x.shape)
-    if method == "auto":
-        method = els_method(n, len(data), x.shape[1:], patch_size, padding, chunk_size)
+    if method == "auto":  # the whole training set's size: every rank of a sharded call takes the same path
+        method = els_method(n, distributed.total_rows(len(data)), x.shape[1:], patch_size, padding, chunk_size)
     if method == "shifts":
         return window_softmax(x, sigma, _shift_blocks(data, h, w, patch_size, padding, chunk_size), patch_size,
                               padding)
-    key_norm = float(data.abs().max()) * queries.shape[2] ** 0.5  # bounds every |k|
+    key_norm = float(data.abs().max()) * queries.shape[2] ** 0.5 if len(data) else 0.0  # bounds every |k|
     work = logit_dtype(queries.reshape(-1, queries.shape[2]), key_norm, sigma)
     inv_var = 1 / sigma**2
     accs, aug_qs = [], []
@@ -398,4 +401,5 @@ def _patch_composite(x, sigma, data, patch_size, chunk_size):
                          else box_sums(zero_pad(weights, s - 1), s, (1, 2))).to(x.dtype)  # summed over covering crops
             num[i] = num[i] + torch.stack([torch.linalg.vecdot(per_pixel, values[j]) for j in range(c)], -1)
             cover[i] = cover[i] + per_pixel.sum(-1, keepdim=True)
-    return (torch.cat(num) / torch.cat(cover)).to(x.dtype).permute(0, 3, 1, 2)
+    num, cover = distributed.sum_over_shards(torch.cat(num), torch.cat(cover))  # every rank's images
+    return (num / cover).to(x.dtype).permute(0, 3, 1, 2)

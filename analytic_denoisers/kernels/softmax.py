@@ -5,12 +5,18 @@ reduces its logits with :class:`StreamingSoftmax`: one running maximum per query
 accumulated under an older maximum is rescaled when it grows, so the result does not depend on
 how the candidates are split into blocks (up to rounding). Weights are floored at a normal float
 (:func:`log_weight_floor`). :func:`resolve_chunk` is the one rule for block sizes.
+
+In a sharded call (:mod:`~analytic_denoisers.core.distributed`) each rank accumulates over its
+own training rows, and reading the result (:meth:`StreamingSoftmax.mean`,
+:meth:`~StreamingSoftmax.log_normaliser`) first merges every rank's running maximum and sums
+(:meth:`StreamingSoftmax.merge_shards`): the same exact result on every rank.
 """
 
 import math
 
 import torch
 
+from ..core import distributed
 from ..core.validation import Interval, check_scalar
 
 
@@ -72,6 +78,7 @@ class StreamingSoftmax:
     ----------
     run_max : Tensor of ``max_shape``
     sums : tuple of Tensors, the accumulated weighted sums (None before the first block)
+    collectives : the sharded call in progress when it was made (None: a local softmax)
     """
 
     def __init__(self, max_shape, logit_dtype, device, *, layout="fused", weight_dtype=None,
@@ -83,6 +90,7 @@ class StreamingSoftmax:
         self.floor = log_weight_floor(self.weight_dtype)
         self.run_max = torch.full(tuple(max_shape), -torch.inf, dtype=logit_dtype, device=device)
         self.sum_dtype, self.sums = sum_dtype, None
+        self.collectives = distributed.active()
 
     def add(self, logits, dim, weighted_sums, rows=None, scale=None):
         """Fold in one block of candidates.
@@ -125,6 +133,29 @@ class StreamingSoftmax:
             for s, v in zip(self.sums, new):
                 s[rows] = v
 
+    def merge_shards(self):
+        """Merge every rank's running maximum and sums into the whole training set's, in place (a
+        no-op outside a sharded call, and once merged). Every rank must call it, in the same
+        order as its other merges; a rank whose shard added nothing contributes zeros."""
+        collectives, self.collectives = self.collectives, None
+        if collectives is None:
+            return
+        if self.sums is not None and any(s.requires_grad for s in self.sums):
+            raise ValueError("a sharded softmax does not propagate gradients across ranks: differentiate an "
+                             "unsharded denoiser")
+        count = 2 if self.layout == "pair" else 1
+        shapes = collectives.agree_shapes(None if self.sums is None else [s.shape for s in self.sums], count)
+        if self.sums is None:
+            self.sums = tuple(self.run_max.new_zeros(shape, dtype=self.sum_dtype) for shape in shapes)
+        local = self.run_max.to(torch.float64)
+        merged = collectives.maximum(local)
+        # this rank's sums under the merged maximum (zero where it had no candidate: -inf)
+        rescale = torch.where(torch.isfinite(local), torch.exp(torch.clamp(local - merged, min=self.floor)), 0.0)
+        flat = collectives.total(torch.cat([(s.to(torch.float64) * rescale).reshape(-1) for s in self.sums]))
+        self.sums = tuple(part.reshape(s.shape).to(self.sum_dtype)
+                          for part, s in zip(flat.split([s.numel() for s in self.sums]), self.sums))
+        self.run_max = merged.to(self.run_max.dtype)
+
     def _weight_sum(self):
         return {"fused": lambda: self.sums[0][..., -1:], "pair": lambda: self.sums[1],
                 "weights": lambda: self.sums[0]}[self.layout]()
@@ -133,12 +164,14 @@ class StreamingSoftmax:
         """The softmax averages: ``numerator / sum of the weights`` ("fused" or "pair" layout)."""
         if self.layout == "weights":
             raise ValueError("a StreamingSoftmax with the 'weights' layout holds no numerator")
+        self.merge_shards()
         numerator = self.sums[0][..., :-1] if self.layout == "fused" else self.sums[0]
         out = numerator / self._weight_sum()
         return out if dtype is None else out.to(dtype)
 
     def log_normaliser(self):
         """``log sum_i exp(l_i)`` per query, shape ``max_shape`` (in ``sum_dtype``)."""
+        self.merge_shards()
         return self.run_max + self._weight_sum().log()
 
 

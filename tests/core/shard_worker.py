@@ -1,0 +1,49 @@
+"""One rank of the sharded-denoiser tests (``tests/core/test_distributed.py``), run as a script:
+
+    python shard_worker.py RANK WORLD FOLDER
+
+It joins a gloo group (file rendezvous in FOLDER), loads its shard of every denoiser saved in
+``FOLDER/spec.pt``, denoises the shared queries (and, through GatheredQueries, its own rows), calls
+the ELS / bbELS kernels on its rows of the training images by both of their paths, and saves what
+it got as ``FOLDER/out-WORLD-RANK.pt``.
+"""
+
+import sys
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+import analytic_denoisers as ad
+from analytic_denoisers.core import distributed
+
+
+def main(rank, world, folder):
+    dist.init_process_group("gloo", init_method=f"file://{folder}/rendezvous-{world}", rank=rank, world_size=world)
+    spec = torch.load(folder / "spec.pt")
+    rows = spec["shards"][world]
+    shard = (rank, world) if rows is None else slice(*rows[rank])
+    own_rows = distributed.as_shard(shard, len(spec["data"]))
+    x, sigma, y = spec["x"], spec["sigma"], spec["y"]
+    out, errors = {}, {}
+    for name, (path, conditional) in spec["files"].items():
+        den = ad.load(path, shard=shard)
+        out[name] = den.denoise(x, sigma, y if conditional else None)
+        own = slice(rank, None, world)  # every world-th query: each rank its own rows
+        out[name + "/gathered"] = distributed.GatheredQueries(den).denoise(x[own], sigma[own],
+                                                                          y[own] if conditional else None)
+        try:  # a rank passing other queries than the rest
+            den.denoise(x + rank, sigma, y if conditional else None)
+        except ValueError as err:
+            errors[name] = str(err)
+    with distributed.across(distributed.Collectives()) as collectives:
+        for key, (padding, size, method) in spec["kernels"].items():
+            out[key] = ad.equivariant_local_score_posterior_mean(x, sigma, spec["data"][own_rows.start:own_rows.stop], size, padding=padding,
+                                                                 method=method)
+        out["bytes"] = torch.tensor(collectives.bytes_reduced)
+    torch.save({"out": out, "errors": errors}, folder / f"out-{world}-{rank}.pt")
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3]))

@@ -1,0 +1,110 @@
+"""Sharded training sets on torch.distributed (core.distributed): 2 and 3 real processes on the
+gloo backend (CPU), started here. Every softmax denoiser loaded sharded gives the single-process
+result to 1e-6 at sigma 1e-2 to 1e2, with uneven shards and a rank whose shard is empty; each
+rank's own queries through GatheredQueries too; ranks passing different queries are refused."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import analytic_denoisers as ad
+from analytic_denoisers.core import distributed
+from references import SIGMAS, near_data, tiny_images
+
+WORKER = Path(__file__).with_name("shard_worker.py")
+SHAPE = (2, 6, 7)
+LABELS = torch.tensor([0, 1, 2] * 4 + [1])  # 13 images, 3 classes
+# world -> each rank's rows (of the data sorted by class); None: shard=(rank, world)
+SHARDS = {2: None, 3: [(0, 9), (9, 9), (9, 13)]}  # uneven, and rank 1 holds nothing
+DENOISERS = {
+    "empirical": (ad.EmpiricalOptimalDenoiser(chunk_size=2), False),
+    "empirical-class": (ad.EmpiricalOptimalDenoiser(), True),
+    "pca-locality": (ad.PCALocalityDenoiser(threshold=0.005, chunk_size=2), False),
+    "pca-locality-class": (ad.PCALocalityDenoiser(threshold=0.005), True),
+    "ls": (ad.LocalScoreDenoiser(patch_size=3, chunk_size=2), False),
+    "ls-class": (ad.LocalScoreDenoiser(patch_size=5), True),
+    "els": (ad.LocalScoreDenoiser(patch_size=3, equivariant=True, padding="circular"), False),
+    "bbels": (ad.LocalScoreDenoiser(patch_size=5, equivariant=True, padding="zeros"), False),
+    "pspc": (ad.PatchCompositeDenoiser(patch_size=3, chunk_size=2), False),
+    "pspc-class": (ad.PatchCompositeDenoiser(patch_size=4), True),
+}
+KERNELS = {f"{mode}/{method}": (padding, 3, method) for mode, padding in (("els", "circular"), ("bbels", "zeros"))
+           for method in ("shifts", "products")}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Fit and save every denoiser, run it in one process, then in 2 and 3 processes (5 at once)."""
+    folder = tmp_path_factory.mktemp("shards")
+    data = tiny_images(len(LABELS), SHAPE, seed=3)
+    x = near_data(data, len(SIGMAS) - 1, 0.1, seed=4)
+    sigma = torch.tensor(SIGMAS, dtype=torch.float64)
+    y = LABELS[:len(x)]
+    files, single = {}, {}
+    for name, (den, conditional) in DENOISERS.items():
+        den.fit(data, LABELS if conditional else None)
+        files[name] = (str(den.save(folder / f"{name}.h5")), conditional)
+        single[name] = den.denoise(x, sigma, y if conditional else None)
+    order = torch.argsort(LABELS, stable=True)  # the sharded kernels get rows of the sorted set, like the files
+    for key, (padding, size, method) in KERNELS.items():
+        single[key] = ad.equivariant_local_score_posterior_mean(x, sigma, data, size, padding=padding, method=method)
+    torch.save({"x": x, "sigma": sigma, "y": y, "files": files, "kernels": KERNELS, "data": data[order],
+                "shards": SHARDS}, folder / "spec.pt")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen([sys.executable, str(WORKER), str(rank), str(world), str(folder)], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for world in SHARDS for rank in range(world)]
+    logs = [p.communicate(timeout=300)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), "\n".join(logs)
+    got = {world: [torch.load(folder / f"out-{world}-{rank}.pt") for rank in range(world)] for world in SHARDS}
+    return single, got, x
+
+
+@pytest.mark.parametrize("world", sorted(SHARDS))
+@pytest.mark.parametrize("name", [*DENOISERS, *KERNELS])
+def test_sharded_result_is_the_single_process_result(runs, name, world):
+    single, got, _ = runs
+    for rank, result in enumerate(got[world]):
+        torch.testing.assert_close(result["out"][name], single[name], rtol=0, atol=1e-6,
+                                   msg=lambda m: f"rank {rank} of {world}: {m}")
+
+
+@pytest.mark.parametrize("world", sorted(SHARDS))
+@pytest.mark.parametrize("name", DENOISERS)
+def test_each_rank_gets_its_own_queries_through_gathered_queries(runs, name, world):
+    single, got, x = runs
+    for rank, result in enumerate(got[world]):
+        own = list(range(len(x)))[rank::world]
+        torch.testing.assert_close(result["out"][name + "/gathered"], single[name][own], rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("world", sorted(SHARDS))
+def test_ranks_passing_other_queries_are_refused(runs, world):
+    _, got, _ = runs
+    for result in got[world]:
+        assert set(result["errors"]) == set(DENOISERS)
+        assert all("same x, sigma and y" in message for message in result["errors"].values())
+        assert int(result["out"]["bytes"]) > 0
+
+
+def test_shard_specs_and_refusals(tmp_path):
+    assert distributed.as_shard((1, 3), 10) == (3, 6, 10)
+    assert distributed.as_shard(slice(4, 4), 10) == (4, 4, 10)
+    assert [distributed.even_rows(5, r, 3) for r in range(3)] == [(0, 1), (1, 3), (3, 5)]
+    for bad in [(3, 3), (0, 0), slice(2, 11), slice(0, 4, 2), 3]:
+        with pytest.raises(ValueError, match="shard"):
+            distributed.as_shard(bad, 10)
+    data = tiny_images(4, (1, 3, 3), seed=1)
+    den = ad.GaussianDenoiser().fit(data)
+    path = den.save(tmp_path / "gaussian.h5")
+    with pytest.raises(ValueError, match="cannot be sharded"):
+        ad.load(path, shard=(0, 1))
+    knn = ad.EmpiricalOptimalDenoiser(top_k=2).fit(data)
+    with pytest.raises(ValueError, match="top_k=2 would choose its candidates per shard"):
+        knn.shard((0, 1))
+    with pytest.raises(RuntimeError, match="torch.distributed initialised"):  # no process group here
+        ad.EmpiricalOptimalDenoiser().fit(data).shard((0, 1))

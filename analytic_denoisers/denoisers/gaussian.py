@@ -6,7 +6,7 @@ from sklearn.base import BaseEstimator
 from ..core.contract import DenoiserMixin
 from ..core.fingerprint import data_summary
 from ..core.validation import Interval, as_images
-from ..kernels.moments import Moments, merge_moments, moments
+from ..kernels.moments import Moments, dask_statistics, is_dask_array, merge_moments, moments
 from ..kernels.wiener import eigenbasis, gaussian_posterior_mean, gaussian_trajectory
 
 
@@ -50,19 +50,33 @@ class GaussianDenoiser(DenoiserMixin, BaseEstimator):
         self.chunk_size = chunk_size
 
     def fit(self, X, y=None):
-        """Fit mean and covariance of ``X`` (N, C, H, W); ``y`` is ignored. Returns self."""
+        """Fit mean and covariance of ``X`` (N, C, H, W); ``y`` is ignored. Returns self.
+
+        ``X`` may be a ``dask.array`` (out of core, any chunking): its moments are computed block
+        by block on Dask's scheduler (the default, or ``dask.config.set(scheduler=...)``, or an
+        active ``dask.distributed.Client``) and merged exactly (:func:`~analytic_denoisers.kernels.moments.dask_statistics`).
+        """
         self._check_params()
-        X = as_images(X, name="X")
-        return self._commit(moments(X, self.chunk_size), data_summary(X), reset=True)
+        return self._commit(*self._statistics_of(X), reset=True)
 
     def partial_fit(self, X, y=None):
-        """Add the images ``X`` (N, C, H, W) to the statistics and refresh the eigenbasis."""
+        """Add the images ``X`` (N, C, H, W; a tensor, array or dask array) to the statistics and
+        refresh the eigenbasis."""
         if not self.__sklearn_is_fitted__():
             return self.fit(X)
         self._check_params()
-        X = as_images(X, name="X", image_shape=self.image_shape_)
-        total = merge_moments(self.moments(), moments(X, self.chunk_size))
-        return self._commit(total, data_summary(X))
+        new, summary = self._statistics_of(X)
+        if summary["image_shape_"] != self.image_shape_:
+            raise ValueError(f"X has image shape (C, H, W) = {summary['image_shape_']}, but the denoiser was "
+                             f"fitted on images of shape {self.image_shape_}")
+        return self._commit(merge_moments(self.moments(), new), summary)
+
+    def _statistics_of(self, X):
+        """Moments and data summary of training images ``X`` (in memory, or a dask array)."""
+        if is_dask_array(X):
+            return dask_statistics(X, self.chunk_size)
+        X = as_images(X, name="X")
+        return moments(X, self.chunk_size), data_summary(X)
 
     def merge(self, other):
         """Merge another fitted GaussianDenoiser's statistics into this one (exact).

@@ -2,6 +2,7 @@
 golden subset (Shang et al., arXiv 2602.16498); the math is in
 :mod:`analytic_denoisers.kernels.locality` and :mod:`analytic_denoisers.kernels.golddiff`."""
 
+import numpy as np
 import torch
 from sklearn.base import BaseEstimator
 
@@ -10,7 +11,7 @@ from ..core.validation import Interval, Options, Schedule
 from ..kernels.golddiff import golddiff_posterior_mean, pool, proxy_factor, subset_sizes
 from ..core.batching import LevelCache
 from ..kernels.locality import MASK_RULES, locality_masks, pca_locality_posterior_mean, prepare_transposed
-from ..kernels.moments import moments
+from ..kernels.moments import dask_statistics, is_dask_array, moments
 from ..kernels.wiener import eigenbasis
 
 CLASS_STATISTICS = ("class", "global")
@@ -77,14 +78,27 @@ class PCALocalityDenoiser(TrainingSetMixin, BaseEstimator):
 
     def fit(self, X, y=None):
         """Store the training images ``X`` (N, C, H, W) and optional labels ``y`` (N,), and fit
-        their Gaussian (and each class's, with labels and ``class_statistics="class"``). Returns self."""
-        super().fit(X, y)
-        basis = eigenbasis(moments(self.data_), self.rank)
+        their Gaussian (and each class's, with labels and ``class_statistics="class"``). Returns self.
+
+        ``X`` may be a ``dask.array``: the statistics behind the masks are then computed by Dask block
+        by block (:func:`~analytic_denoisers.kernels.moments.dask_statistics`); the training images
+        are read into memory as well, since every call scans them (shard them across processes
+        with :meth:`shard` to split that).
+        """
+        lazy = is_dask_array(X)
+        super().fit(X.compute() if lazy else X, y)
+        labels = None if y is None else torch.as_tensor(y).cpu().numpy()
+
+        def statistics(k):  # the moments of class k's images (all of them for None)
+            if not lazy:
+                return moments(self.data_[slice(*self._class_range(k))])
+            return dask_statistics(X if k is None else X[np.flatnonzero(labels == self.classes_[k])])[0]
+
+        basis = eigenbasis(statistics(None), self.rank)
         self.mean_, self.eigvals_, self.eigvecs_ = basis.mean, basis.eigvals, basis.eigvecs
         self.class_eigvals_ = self.class_eigvecs_ = None
         if self.classes_ is not None and self.class_statistics == "class":
-            bases = [eigenbasis(moments(self.data_[slice(*self._class_range(k))]), self.rank)
-                     for k in range(len(self.classes_))]
+            bases = [eigenbasis(statistics(k), self.rank) for k in range(len(self.classes_))]
             self.class_eigvals_ = torch.stack([b.eigvals for b in bases])
             self.class_eigvecs_ = torch.stack([b.eigvecs for b in bases])
         return self

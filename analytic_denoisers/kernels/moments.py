@@ -3,11 +3,17 @@
 ``moments(X)`` summarises a batch; ``merge_moments(a, b)`` combines two summaries exactly
 (Chan, Golub & LeVeque 1979), so a fit can be split over chunks, processes or machines and
 combined afterwards with the same result as one pass over all the data.
+:func:`dask_statistics` does that over the blocks of a ``dask.array`` (out of core, on any Dask
+scheduler; ``dask`` is an optional extra).
 """
 
 from typing import NamedTuple
 
+import numpy as np
 import torch
+
+from ..core.fingerprint import data_summary, merge_summaries
+from ..core.validation import as_images
 
 
 class Moments(NamedTuple):
@@ -69,3 +75,55 @@ def merge_moments(a, b):
     mean = a.mean + delta * (b.count / n)
     scatter = a.scatter + b_scatter + torch.outer(delta, delta) * (a.count * b.count / n)
     return Moments(n, mean, scatter)
+
+
+def is_dask_array(X):
+    """Whether ``X`` is a ``dask.array.Array`` (duck-typed: dask is not imported)."""
+    return hasattr(X, "__dask_graph__") and hasattr(X, "to_delayed")
+
+
+def _block_statistics(block, chunk_size):
+    """Moments and data summary of one block of images (validated: NaN, shape), or None if empty."""
+    if len(block) == 0:
+        return None
+    images = as_images(np.asarray(block), name="X (a block of the dask array)")
+    return moments(images, chunk_size), data_summary(images)
+
+
+def _merge_statistics(a, b):
+    if a is None or b is None:
+        return b if a is None else a
+    return merge_moments(a[0], b[0]), merge_summaries(a[1], b[1])
+
+
+def dask_statistics(X, chunk_size=4096, scheduler=None):
+    """Moments and data summary of a ``dask.array`` of images, computed block by block by Dask.
+
+    Each block of whole images (any chunking along the image dimensions is merged first) is
+    summarised on a worker; the summaries are merged in a binary tree with :func:`merge_moments`
+    and :func:`~analytic_denoisers.core.fingerprint.merge_summaries`, so the result equals
+    ``moments(X)`` of the images in memory up to the order of the additions, and only one block
+    per worker is ever in memory.
+
+    Parameters
+    ----------
+    X : dask.array.Array of shape (N, C, H, W), floats
+    chunk_size : int, rows converted to float64 at a time within a block
+    scheduler : passed to ``dask.compute`` (``"threads"``, ``"processes"``, ``"synchronous"``);
+        None: Dask's default, which is a ``dask.distributed.Client`` when one is active
+
+    Returns
+    -------
+    (Moments, dict): the moments and the data summary (shape, count, value range, fingerprint).
+    """
+    import dask
+
+    if X.ndim != 4 or X.shape[0] == 0:
+        raise ValueError(f"X must be a dask array of shape (N, C, H, W) with N >= 1, got shape {X.shape}")
+    blocks = X.rechunk({1: -1, 2: -1, 3: -1}).to_delayed().ravel()  # whole images per block
+    parts = [dask.delayed(_block_statistics)(block, chunk_size) for block in blocks]
+    while len(parts) > 1:  # a binary tree of merges: no worker receives every summary
+        parts = [dask.delayed(_merge_statistics)(*parts[i:i + 2]) if i + 1 < len(parts) else parts[i]
+                 for i in range(0, len(parts), 2)]
+    (total,) = dask.compute(parts[0], scheduler=scheduler)
+    return total

@@ -87,7 +87,7 @@ def timed(fn, device):
     return out, time.perf_counter() - start
 
 
-def environment(device):
+def environment(device, world_size=1):
     cpu = platform.processor() or "unknown CPU"
     try:
         with open("/proc/cpuinfo") as f:
@@ -98,5 +98,5 @@ def environment(device):
         cpu += f"; GPU {torch.cuda.get_device_name(device)}"
     return {"machine": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "device": str(device), "torch": torch.__version__, "python": platform.python_version(),
-            "analytic_denoisers": __version__,
+            "analytic_denoisers": __version__, "world_size": world_size,
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}

@@ -92,7 +92,9 @@ def markdown(results, command=None):
         lines += [f"Command: `{command}`", ""]
     lines += [
         f"Run {env['date']} on {env['machine']} ({env['cpu_count']} cores, torch {env['torch']}, "
-        f"{env['torch_threads']} threads, device {env['device']}), analytic_denoisers {env['analytic_denoisers']}.",
+        f"{env['torch_threads']} threads, device {env['device']}"
+        + (f", {env['world_size']} processes" if env.get("world_size", 1) > 1 else "")
+        + f"), analytic_denoisers {env['analytic_denoisers']}.",
         "",
         f"Data: `{p['dataset']}`, {results['n_train']} training images (every method is fitted on them), "
         f"held-out test images for denoising. Reference: {ref['class']} `{ref['path']}`"

@@ -7,6 +7,7 @@ from tqdm.auto import tqdm
 
 from .. import datasets, metrics, registry
 from ..core.batching import in_batches
+from ..core.distributed import SplitQueries
 from ..core.files import to_jsonable
 from ..core.fingerprint import data_fingerprint
 from ..core.noise import seeded_noise
@@ -111,7 +112,22 @@ def _resolve_params(params, X, sigma_grid):
     return resolved
 
 
-def run(protocol=None, *, reference=None, progress=True, log=print):
+def across_ranks(den, collectives):
+    """How a fitted denoiser runs on several ranks: a softmax denoiser keeps only its shard of the
+    training set (its calls merged across ranks: the same queries on every rank); any other
+    (the reference network, the Gaussian, approximate modes) splits each batch's rows across the
+    ranks (:class:`~analytic_denoisers.core.distributed.SplitQueries`). Either way every rank
+    gets the whole result."""
+    if collectives is None:
+        return den
+    try:
+        den._check_shardable()
+    except (AttributeError, ValueError):
+        return SplitQueries(den, collectives)
+    return den.shard((collectives.rank, collectives.world), collectives.group)
+
+
+def run(protocol=None, *, reference=None, progress=True, log=print, collectives=None):
     """Run the benchmark protocol; returns the results as a JSON-ready dict.
 
     Parameters
@@ -120,6 +136,11 @@ def run(protocol=None, *, reference=None, progress=True, log=print):
         From :func:`make_protocol` (default: ``make_protocol()``).
     progress : bool, show progress bars
     log : callable, receives one line of text per stage (``print`` by default)
+    collectives : :class:`~analytic_denoisers.core.distributed.Collectives`, optional
+        Run on every rank of a ``torch.distributed`` group (``torchrun ... bench``): every rank
+        reads the data and fits every method on the whole training set (the same fit as one
+        process), then each method runs as :func:`across_ranks` says. Every rank computes the
+        same results (rank 0 writes them); the environment records ``world_size``.
 
     Returns
     -------
@@ -155,6 +176,10 @@ def run(protocol=None, *, reference=None, progress=True, log=print):
     # the gate's Gaussian has default hyper-parameters (a protocol's rank=5 must not weaken it)
     gaussian = fitted["gaussian"] if "gaussian" in fitted and not p["params"].get("gaussian") else \
         registry.make("gaussian").fit(X)
+    described = describe_reference(ref, ref_name, same_data)
+    if collectives is not None:
+        ref, gaussian = SplitQueries(ref, collectives), across_ranks(gaussian, collectives)
+        fitted = {name: across_ranks(est, collectives) for name, est in fitted.items()}
     gate = _quality_gate(ref, gaussian, X_test, gate_p, shape, den_p["batch_size"], device, progress)
     log(gate_text(gate))
     denoising = _denoiser_agreement(ref, fitted, fits, X_test[:den_p["n_images"]], den_p, device, progress)
@@ -162,8 +187,8 @@ def run(protocol=None, *, reference=None, progress=True, log=print):
 
     return {
         "protocol": p,
-        "environment": environment(device),
-        "reference": {**describe_reference(ref, ref_name, same_data),
+        "environment": environment(device, 1 if collectives is None else collectives.world),
+        "reference": {**described,
                       **({} if trained is None else {"sigma_range": list(trained), "sigmas_outside": outside})},
         "n_train": len(X),
         "gate": gate,

@@ -83,9 +83,14 @@ def overrides(args):
 
 def run(args):
     protocol = bench.make_protocol(overrides(args), path=args.protocol)
-    protocol["device"] = str(options.device(protocol["device"]))
     start = time.perf_counter()
-    results = bench.run(protocol, log=lambda line: print(line, file=sys.stderr))
+    with options.process_group(protocol["device"]) as (collectives, device):
+        protocol["device"] = str(device)
+        lead = collectives is None or collectives.rank == 0  # under torchrun: rank 0 reports and writes
+        results = bench.run(protocol, collectives=collectives, progress=lead,
+                            log=lambda line: print(line, file=sys.stderr) if lead else None)
+    if not lead:
+        return 0
     paths = bench.write(results, args.out, command=options.command_line(args))
     print(bench.gate_text(results["gate"]).splitlines()[0])
     print(f"wrote {', '.join(str(p) for p in paths)} in {time.perf_counter() - start:.0f} s")

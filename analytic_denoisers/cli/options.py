@@ -1,6 +1,7 @@
 """Argument types and the option groups that several subcommands share, each defined once."""
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -121,9 +122,36 @@ def device(name):
     return torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
+@contextlib.contextmanager
+def process_group(device_name):
+    """Under ``torchrun`` (``WORLD_SIZE`` > 1): join the process group (gloo on the CPU, NCCL on
+    GPUs, one per local rank) and yield ``(Collectives, device)``; otherwise yield ``(None, device)``."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        yield None, device(device_name)
+        return
+    import torch.distributed as dist
+
+    from ..core.distributed import Collectives
+
+    found = device(device_name)
+    if found.type == "cuda" and found.index is None:
+        found = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(found)
+    dist.init_process_group("nccl" if found.type == "cuda" else "gloo")
+    try:
+        yield Collectives(), found
+    finally:
+        dist.destroy_process_group()
+
+
 def command_line(args):
-    """The command as typed, for result files."""
-    return "analytic-denoisers " + " ".join(shlex.quote(a) for a in args.argv)
+    """The command as typed, for result files (as ``torchrun`` launched it, under torchrun)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    launcher = "analytic-denoisers " if world == 1 else \
+        f"torchrun --nnodes {world // int(os.environ.get('LOCAL_WORLD_SIZE', world))} " \
+        f"--nproc-per-node {os.environ.get('LOCAL_WORLD_SIZE', world)} -m analytic_denoisers "
+    return launcher + " ".join(shlex.quote(a) for a in args.argv)
 
 
 # -- option groups ------------------------------------------------------------------------------

@@ -14,7 +14,8 @@ is read, whenever a sharded call is active (:func:`active`): a sharded estimator
 collective is done in float64, and every rank must make the same calls in the same order, which
 the kernels guarantee when every rank denoises the same queries (checked at each call,
 :meth:`Collectives.check_same`); for each rank's own queries, wrap the denoiser in
-:class:`GatheredQueries`.
+:class:`GatheredQueries`. A denoiser that is not sharded (a network, the Gaussian) splits a
+batch's rows across the ranks instead: :class:`SplitQueries`.
 """
 
 import contextlib
@@ -214,16 +215,41 @@ class GatheredQueries:
     def denoise(self, x, sigma, y=None):
         collectives = self.denoiser._shards[1]
         x = torch.as_tensor(x)
-        sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).reshape(-1).expand(len(x))
         all_x, own = collectives.gather_rows(x)
-        all_sigma, _ = collectives.gather_rows(sigma)
-        all_y = None if y is None else collectives.gather_rows(torch.as_tensor(y).reshape(-1).expand(len(x)))[0]
+        all_sigma, _ = collectives.gather_rows(_per_row(sigma, len(x), x))
+        all_y = None if y is None else collectives.gather_rows(_per_row(y, len(x), x))[0]
         return self.denoiser.denoise(all_x, all_sigma, all_y)[own]
 
     def __call__(self, x, sigma, y=None):
         return self.denoise(x, sigma, y)
 
-    def __getattr__(self, name):  # image_shape_, sigma_range, ... of the wrapped denoiser
-        if name == "denoiser":
-            raise AttributeError(name)
-        return getattr(self.denoiser, name)
+
+def _per_row(t, n, like):
+    """``sigma`` or ``y`` (a number or one per row) as a tensor of ``n`` rows."""
+    t = torch.as_tensor(t, device=like.device)
+    return (t.to(like.dtype) if t.is_floating_point() else t).reshape(-1).expand(n)
+
+
+class SplitQueries:
+    """A denoiser whose calls are split across ranks by rows (data parallel): every rank passes the
+    same batch, denoises its part of the rows (:func:`even_rows`) and gets the whole result,
+    gathered. For denoisers that hold no training set to shard (networks, the Gaussian).
+
+    Parameters
+    ----------
+    denoiser : any denoiser (``denoise(x, sigma, y=None)``)
+    collectives : :class:`Collectives`
+    """
+
+    def __init__(self, denoiser, collectives):
+        self.denoiser, self.collectives = denoiser, collectives
+
+    def denoise(self, x, sigma, y=None):
+        start, stop = even_rows(len(x), self.collectives.rank, self.collectives.world)
+        sigma = _per_row(sigma, len(x), x)
+        part = None if y is None else _per_row(y, len(x), x)[start:stop]
+        own = self.denoiser.denoise(x[start:stop], sigma[start:stop], part) if stop > start else x[:0]
+        return self.collectives.gather_rows(own.to(x.dtype))[0]
+
+    def __call__(self, x, sigma, y=None):
+        return self.denoise(x, sigma, y)

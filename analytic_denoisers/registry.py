@@ -6,7 +6,7 @@ import inspect
 import torch
 
 from .core.artifact import FileFormatError, read, read_class
-from .core.distributed import as_shard
+from .core.distributed import SHARDABLE, as_shard
 from .core.fingerprint import data_fingerprint
 from .denoisers.empirical import EmpiricalOptimalDenoiser, NearestNeighbourDenoiser, SmoothedClosedFormDenoiser
 from .denoisers.flex import PatchFlexDenoiser
@@ -109,8 +109,7 @@ def load(path, *, classes=(), verify=True, shard=None, group=None, **params):
     if cls is None:
         raise FileFormatError(f"{path}: unknown denoiser class {name!r}; known: {sorted(known)}")
     if shard is not None and not getattr(cls, "_shardable", False):
-        raise ValueError(f"{path} holds a {name}, which cannot be sharded: the denoisers whose calls merge exactly "
-                         "across ranks are the empirical-optimal, PCA-locality, LS / ELS / bbELS and PSPC-Square ones")
+        raise ValueError(f"{path} holds a {name}, which cannot be sharded: {SHARDABLE}")
     # the package's classes declare their whole fitted state; a user's class may save more
     _, saved, state = read(path, object_hook=json_object_hook,
                            fitted_state=cls._fitted_state if CLASSES.get(name) is cls else None, shard=shard)

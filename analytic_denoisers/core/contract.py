@@ -246,7 +246,8 @@ class TrainingSetMixin(DenoiserMixin):
         (the unsharded one up to the order of additions) on every rank
         (:mod:`~analytic_denoisers.core.distributed`). For each rank's own queries, wrap it in
         :class:`~analytic_denoisers.core.distributed.GatheredQueries`. ``ad.load(path,
-        shard=...)`` reads only the shard from a file.
+        shard=...)`` reads only the shard from a file. Collective: every rank of ``group`` calls
+        it (it checks that the shards cover the training set once).
 
         Parameters
         ----------
@@ -284,8 +285,7 @@ class TrainingSetMixin(DenoiserMixin):
         """Raise unless a call on a sharded training set is exact for this class and hyper-parameters."""
         name = type(self).__name__
         if not self._shardable:
-            raise ValueError(f"{name} cannot be sharded: the denoisers whose calls merge exactly across ranks are the "
-                             "empirical-optimal, PCA-locality, LS / ELS / bbELS and PSPC-Square ones")
+            raise ValueError(f"{name} cannot be sharded: {distributed.SHARDABLE}")
         for param in ("top_k", "prune_tol"):  # approximations whose candidates would be chosen per shard
             if getattr(self, param, None) is not None:
                 raise ValueError(f"a sharded {name} must be exact: {param}={getattr(self, param)!r} would choose its "

@@ -25,6 +25,8 @@ from typing import NamedTuple
 import torch
 
 MAX_DIMS = 8  # dimensions of a partial sum agreed on across ranks (see Collectives.agree_shapes)
+SHARDABLE = ("the denoisers whose calls merge exactly across ranks are the empirical-optimal, PCA-locality, "
+             "LS / ELS / bbELS and PSPC-Square ones")
 
 
 class Shard(NamedTuple):
@@ -102,11 +104,11 @@ class Collectives:
         return self._all_reduce(t, "SUM")
 
     def check(self, shard):
-        """Raise unless the ranks' shards cover ``shard.total`` rows once, and the group is the size
-        the shards were cut for."""
-        counts = self.total(torch.tensor([shard.stop - shard.start, 1.0]))
-        if counts[0] != shard.total:
-            raise ValueError(f"the {self.world} ranks' shards hold {int(counts[0])} training rows in all, not the "
+        """Raise unless the ranks' shards hold ``shard.total`` rows in all (each row once, when the
+        shards do not overlap)."""
+        count = self.total(torch.tensor([float(shard.stop - shard.start)]))
+        if count[0] != shard.total:
+            raise ValueError(f"the {self.world} ranks' shards hold {int(count[0])} training rows in all, not the "
                              f"{shard.total} of the fitted set: load every rank's shard of the same file "
                              "(shard=(rank, world) with this group's rank and size)")
 

@@ -108,3 +108,28 @@ def test_shard_specs_and_refusals(tmp_path):
         knn.shard((0, 1))
     with pytest.raises(RuntimeError, match="torch.distributed initialised"):  # no process group here
         ad.EmpiricalOptimalDenoiser().fit(data).shard((0, 1))
+
+
+def test_a_group_of_one_process(tmp_path):
+    import torch.distributed as dist
+
+    data = tiny_images(6, (1, 4, 4), seed=2)
+    x = near_data(data, 2, 0.3, seed=3)
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path}/rendezvous", rank=0, world_size=1)
+    try:
+        with pytest.raises(ValueError, match="hold 4 training rows in all, not the 6"):
+            ad.EmpiricalOptimalDenoiser().fit(data).shard(slice(1, 5))
+        den = ad.PatchCompositeDenoiser(patch_size=2).fit(data)
+        expect = den(x, 0.3)
+        den.shard((0, 1))
+        assert den.shard_ == (0, 6, 6)
+        torch.testing.assert_close(den(x, 0.3), expect, rtol=0, atol=1e-12)
+        with pytest.raises(ValueError, match="already sharded"):
+            den.shard((0, 1))
+        with pytest.raises(ValueError, match="cannot be saved"):
+            den.save(tmp_path / "shard.h5")
+        with pytest.raises(ValueError, match="gradients"):
+            den(x.clone().requires_grad_(), 0.3)
+        assert den.fit(data).shard_ is None  # a new fit is whole again
+    finally:
+        dist.destroy_process_group()

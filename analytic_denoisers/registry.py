@@ -6,7 +6,7 @@ import inspect
 import torch
 
 from .core.artifact import FileFormatError, read, read_class
-from .core.distributed import SHARDABLE, as_shard
+from .core.distributed import SHARDABLE, as_shard, collectives_after
 from .core.fingerprint import data_fingerprint
 from .denoisers.empirical import EmpiricalOptimalDenoiser, NearestNeighbourDenoiser, SmoothedClosedFormDenoiser
 from .denoisers.flex import PatchFlexDenoiser
@@ -103,6 +103,22 @@ def load(path, *, classes=(), verify=True, shard=None, group=None, **params):
     complete analytic_denoisers file, holds an unknown class, was written by a newer schema, or
     contradicts itself (see :func:`~analytic_denoisers.core.artifact.read`).
     """
+    if shard is None:
+        return _load(path, classes, verify, None, params)
+    estimator = error = None
+    try:  # a rank whose file or shard is unusable must not leave the others waiting in a collective
+        estimator = _load(path, classes, False, shard, params)
+    except (OSError, ValueError) as err:
+        error = err
+    collectives_after(error, group)
+    estimator._become_shard(as_shard(shard, estimator.n_samples_seen_), group)
+    if verify:
+        _verify(path, estimator)
+    return estimator
+
+
+def _load(path, classes, verify, shard, params):
+    """:func:`load` in one process (of a shard's rows only, with ``shard``)."""
     name = read_class(path)
     known = {**CLASSES, **{c.__name__: c for c in classes}}
     cls = known.get(name)
@@ -130,8 +146,6 @@ def load(path, *, classes=(), verify=True, shard=None, group=None, **params):
         raise FileFormatError(f"{path}: unusable parameters for {name} ({err})") from None
     vars(estimator).update(state)
     estimator._cache = {}
-    if shard is not None:
-        estimator._adopt_shard(as_shard(shard, estimator.n_samples_seen_), group)
     if verify:
         _verify(path, estimator)
     return estimator

@@ -45,22 +45,24 @@ IMAGENET = {"images": 1_281_167, "pixels": 3 * 64 * 64, "queries": 64, "calls_pe
 # the others are bound by memory traffic and exponentials (~3-5 TB/s vs ~15 GB/s per core)
 GPU_SPEEDUP = {"empirical": 1000, "pca-locality": 200, "local-score": 200, "patch-composite": 200}
 LINKS = {"NVLink within a node (~400 GB/s)": 400e9, "InfiniBand across nodes (~50 GB/s)": 50e9}
-LATENCY = 50e-6  # seconds per all-reduce (a few are made per call)
+LATENCY = 50e-6  # seconds per all-reduce
 GPUS = (1, 8, 64)
 
 
 def timed_calls(den, x, sigmas, repeats, collectives=None):
-    """Per sigma: (median seconds, output, bytes passed to the collectives per call)."""
+    """Per sigma: (median seconds, output, bytes passed to the collectives per call, collectives per call)."""
     rows = {}
     for sigma in sigmas:
         den.denoise(x, sigma)  # warm-up: masks, prepared data
-        times, before = [], collectives.bytes_reduced if collectives else 0
+        times = []
+        before = (collectives.bytes_reduced, collectives.calls) if collectives else (0, 0)
         for _ in range(repeats):
             start = time.perf_counter()
             out = den.denoise(x, sigma)
             times.append(time.perf_counter() - start)
-        sent = (collectives.bytes_reduced - before) // repeats if collectives else 0
-        rows[sigma] = (statistics.median(times), out, sent)
+        sent, calls = ((collectives.bytes_reduced - before[0]) // repeats, (collectives.calls - before[1]) // repeats) \
+            if collectives else (0, 0)
+        rows[sigma] = (statistics.median(times), out, sent, calls)
     return rows
 
 
@@ -135,27 +137,30 @@ def main():
     for name in names:
         got = sharded["results"][name]
         for sigma in sigmas:
-            t1, reference, _ = single[name, 1][sigma]
+            t1, reference = single[name, 1][sigma][:2]
             t2 = single[name, 2][sigma][0]
-            tk, out, sent = got["rows"][sigma]
+            tk, out, sent, collectives = got["rows"][sigma]
+            diff = (out - reference).abs().max().item()
+            error = (reference.double() - exact[name, sigma]).abs().max().item()
             measured["calls"].append({"method": name, "sigma": sigma, "one_thread_s": t1, "two_threads_s": t2,
-                                      "sharded_s": tk, "bytes_per_rank": sent})
+                                      "sharded_s": tk, "bytes_per_rank": sent, "collectives": collectives,
+                                      "max_diff": diff, "float32_error": error})
             rows.append([name, f"{sigma:g}", f"{t1:.3f}", f"{t2:.3f}", f"{tk:.3f}", f"{t1 / tk:.2f}x",
-                         f"{t2 / tk:.2f}x", f"{sent:,}", f"{(out - reference).abs().max().item():.1e}",
-                         f"{(reference.double() - exact[name, sigma]).abs().max().item():.1e}"])
+                         f"{t2 / tk:.2f}x", f"{sent:,}", collectives, f"{diff:.1e}", f"{error:.1e}"])
     lines = report_header("Strong scaling of sharded denoiser calls (60,000 Fashion-MNIST images)")
     lines += [f"One call on {args.queries} noisy test images (28 x 28), median of {args.repeats} after a warm-up. "
               f"LS with P = 5, PSPC with s = 8, PCA-locality and the empirical denoiser with their defaults. "
               f"{args.world} processes: `torchrun --standalone --nproc-per-node {args.world}`, gloo, 1 thread each, "
               f"rank 0 holding {sharded['results'][names[0]]['rows_held']:,} of the 60,000 images (loaded with "
               "`ad.load(path, shard=(rank, world))`). Bytes: what each rank passes "
-              "to all-reduce per call (the merged partial sums in float64, the maxima, the query check); a ring "
-              "all-reduce sends about twice that. Max diff: the sharded output against the single process's (float32); "
+              "to all-reduce per call (the partial sums, sent in float64, the maxima, the query check) and the number "
+              "of all-reduces; a ring all-reduce sends about twice that. Max diff: the sharded output against the single process's (float32); "
               "float32 error: the single process's float32 output against the same denoiser fitted and called in "
               "float64.", ""]
     lines += markdown_table(["method", "sigma", "1 proc x 1 thread (s)", "1 proc x 2 threads (s)",
                              f"{args.world} procs x 1 thread (s)", "speed-up vs 1 thread", "vs 2 threads",
-                             "bytes per call per rank", "max diff", "float32 error of 1 proc"], rows)
+                             "bytes per call per rank", "collectives per call", "max diff",
+                             "float32 error of 1 proc"], rows)
     lines += ["", f"Peak resident memory: one process (all methods, both thread counts, and the float64 fits of the last "
               f"column) {single_peak:,.0f} MiB; "
               f"ranks {', '.join(f'{p:,.0f}' for p in sharded['peak_rss_mib'])} MiB. Load of a rank's shard: "
@@ -176,21 +181,22 @@ def estimate_lines(measured):
     target = IMAGENET["queries"] * IMAGENET["images"] * IMAGENET["pixels"]
     per_method = {}
     for call in measured["calls"]:
-        seconds, sent = per_method.get(call["method"], (0.0, 0))
-        per_method[call["method"]] = (max(seconds, call["one_thread_s"]), max(sent, call["bytes_per_rank"]))
+        seconds, sent, count = per_method.get(call["method"], (0.0, 0, 0))
+        per_method[call["method"]] = (max(seconds, call["one_thread_s"]), max(sent, call["bytes_per_rank"]),
+                                      max(count, call["collectives"]))
     header = ["method", "ns per (query, image, pixel), 1 core", "MB all-reduced per call"]
     header += [f"{k} GPU{'s' * (k > 1)}: step (s)" for k in GPUS]
     rows, gemm = [], ""
     if "empirical" in per_method:  # its logits are one matrix product: 2 flops per (query, image, pixel)
         gemm = f" (the empirical call ran at {2 * unit / per_method['empirical'][0] / 1e9:.0f} Gflop/s on one core here)"
-    for name, (seconds, sent) in per_method.items():
+    for name, (seconds, sent, count) in per_method.items():
         per_unit = seconds / unit
         megabytes = sent / (measured["queries"] * measured["pixels"]) * IMAGENET["queries"] * IMAGENET["pixels"] / 1e6
         steps = []
         for k in GPUS:
             compute = per_unit * target / GPU_SPEEDUP[name] / k
             link = LINKS[next(iter(LINKS))] if k <= 8 else LINKS[list(LINKS)[1]]
-            talk = 0.0 if k == 1 else 2 * megabytes * 1e6 / link + 4 * LATENCY
+            talk = 0.0 if k == 1 else 2 * megabytes * 1e6 / link + count * LATENCY
             steps.append(f"{IMAGENET['calls_per_step'] * (compute + talk):.3g}")
         rows.append([name, f"{per_unit * 1e9:.3f}", f"{megabytes:.1f}", *steps])
     return ["", "## Estimate: one sampling step on an ImageNet-64-sized training set", "",
@@ -201,7 +207,8 @@ def estimate_lines(measured):
             f"matrix products at ~25-50 Tflop/s in fp32{gemm}; the rest bound by memory "
             "traffic and exponentials, ~3-5 TB/s against ~15 GB/s) and by K. Communication: the measured bytes per query and pixel "
             "scaled to the target, sent twice (ring all-reduce) over NVLink (~400 GB/s, K <= 8) or InfiniBand "
-            f"(~50 GB/s, K = 64), plus 4 x {LATENCY * 1e6:.0f} us of latency. None of the GPU numbers is measured "
+            f"(~50 GB/s, K = 64), plus {LATENCY * 1e6:.0f} us of latency per all-reduce (as many as measured per "
+            "call here: the merges of each block of queries and the query check). None of the GPU numbers is measured "
             "(no GPU was lent to this run); the costs per (query, image, pixel) are for 28 x 28 images and grow for "
             "PCA-locality with the masks' size at 64 x 64, so its row is a lower bound.", ""] + markdown_table(header, rows)
 

@@ -187,7 +187,8 @@ def run(protocol=None, *, reference=None, progress=True, log=print, collectives=
 
     return {
         "protocol": p,
-        "environment": environment(device, 1 if collectives is None else collectives.world),
+        "environment": {**environment(device, 1 if collectives is None else collectives.world),
+                        "sharded_methods": [name for name, est in fitted.items() if getattr(est, "shard_", None) is not None]},
         "reference": {**described,
                       **({} if trained is None else {"sigma_range": list(trained), "sigmas_outside": outside})},
         "n_train": len(X),
@@ -246,10 +247,10 @@ def _compared(images, smp_p):
 
 
 def _by_step(a, b, smp_p):
-    """Every metric of ``metrics.METRICS`` per step, for x̂0 stacks ``a`` and ``b`` of shape
-    (steps, N, C, H, W): {metric: [one summary per step]}."""
+    """Every metric of ``metrics.summarise`` (the summaries and their quartiles) per step, for x̂0
+    stacks ``a`` and ``b`` of shape (steps, N, C, H, W): {metric: [one value per step]}."""
     rows = [metrics.summarise(_compared(x, smp_p), _compared(y, smp_p)) for x, y in zip(a, b)]
-    return {name: [row[name] for row in rows] for name in metrics.METRICS}
+    return {name: [row[name] for row in rows] for name in rows[0]}
 
 
 def _sampler_agreement(ref, fitted, smp_p, grid, shape, device, progress):

@@ -43,8 +43,10 @@ def dask_scheduler(name):
     if "://" not in name:
         raise ValueError(f"--dask {name}: expected one of {', '.join(LOCAL_SCHEDULERS)} or a scheduler address "
                          "such as tcp://127.0.0.1:8786")
-    from distributed import Client
-
+    try:
+        from distributed import Client
+    except ImportError:
+        raise ValueError(f'--dask {name} needs dask.distributed: pip install "analytic-denoisers[dask]"') from None
     with Client(name, timeout=30):
         yield
 

@@ -266,18 +266,26 @@ class TrainingSetMixin(DenoiserMixin):
         if getattr(self, "_shards", None) is not None:
             raise ValueError(f"this {type(self).__name__} is already sharded")
         spec = distributed.as_shard(shard, len(self.data_))
-        self.data_ = self.data_[spec.start:spec.stop].clone()
-        if self.labels_ is not None:
-            self.labels_ = self.labels_[spec.start:spec.stop].clone()
-        return self._adopt_shard(spec, group)
+        rows = slice(spec.start, spec.stop)
+        return self._become_shard(spec, group, rows)
 
-    def _adopt_shard(self, spec, group):
-        """Become the sharded denoiser of rows ``spec`` (``data_`` and ``labels_`` hold them already)."""
-        self._check_shardable()
+    def _become_shard(self, spec, group, rows=None):
+        """Become the sharded denoiser of rows ``spec``, keeping ``data_[rows]`` and ``labels_[rows]``
+        (None: they hold the shard's rows already). Everything is checked first, on every rank
+        together, so a refusal changes nothing: exact for this class and hyper-parameters, a
+        process group, shards that tile the training rows."""
+        error = None
+        try:
+            self._check_shardable()
+        except ValueError as err:
+            error = err
+        collectives = distributed.collectives_after(error, group)
+        collectives.check(spec)
+        if rows is not None:
+            self.data_ = self.data_[rows].clone()
+            self.labels_ = None if self.labels_ is None else self.labels_[rows].clone()
         if self.class_offsets_ is not None:
             self.class_offsets_ = np.clip(self.class_offsets_ - spec.start, 0, spec.stop - spec.start)
-        collectives = distributed.Collectives(group)
-        collectives.check(spec)
         self._shards, self._cache = (spec, collectives), {}
         return self
 

@@ -11,7 +11,8 @@ which is the single-process result up to the order of the additions. The kernels
 softmax (:class:`~analytic_denoisers.kernels.softmax.StreamingSoftmax`) does this merge when it
 is read, whenever a sharded call is active (:func:`active`): a sharded estimator enters
 :func:`across` for the length of each call, so the kernels need no argument for it. Every
-collective is done in float64, and every rank must make the same calls in the same order, which
+all-reduce is made in float64 (a merge takes two: the maxima, then the rescaled sums), and every
+rank must make the same calls in the same order, which
 the kernels guarantee when every rank denoises the same queries (checked at each call,
 :meth:`Collectives.check_same`); for each rank's own queries, wrap the denoiser in
 :class:`GatheredQueries`. A denoiser that is not sharded (a network, the Gaussian) splits a
@@ -24,7 +25,7 @@ from typing import NamedTuple
 
 import torch
 
-MAX_DIMS = 8  # dimensions of a partial sum agreed on across ranks (see Collectives.agree_shapes)
+MAX_DIMS = 8  # dimensions of a partial sum agreed on across ranks (see Collectives.merge_maxima)
 SHARDABLE = ("the denoisers whose calls merge exactly across ranks are the empirical-optimal, PCA-locality, "
              "LS / ELS / bbELS and PSPC-Square ones")
 
@@ -72,6 +73,9 @@ def _dist():
 class Collectives:
     """The collectives of sharded calls on one ``torch.distributed`` process group.
 
+    Every all-reduce is made in float64, on the group's device (the current CUDA device for an
+    NCCL group, else the CPU), and its result is returned on the device of its input.
+
     Parameters
     ----------
     group : a process group, or None for the default one (initialised by the caller)
@@ -79,21 +83,26 @@ class Collectives:
     Attributes
     ----------
     rank, world : int, this process's rank in the group and the group's size
-    bytes_reduced : int, the bytes this rank has passed to ``all_reduce`` and ``all_gather``
-        so far (the payload; a ring all-reduce moves about twice that over the network)
+    device : torch.device the collectives run on
+    bytes_reduced, calls : int, the bytes this rank has passed to ``all_reduce`` and
+        ``all_gather`` so far (the payload; a ring all-reduce moves about twice that over the
+        network), and the number of those collectives
     """
 
     def __init__(self, group=None):
         dist = _dist()
         self.group, self.rank, self.world = group, dist.get_rank(group), dist.get_world_size(group)
-        self.bytes_reduced = 0
+        nccl = "nccl" in str(dist.get_backend(group)).lower()
+        self.device = torch.device("cuda", torch.cuda.current_device()) if nccl else torch.device("cpu")
+        self.bytes_reduced = self.calls = 0
 
     def _all_reduce(self, t, op):
         dist = _dist()
-        out = t.to(torch.float64, copy=True).contiguous()
+        out = t.to(self.device, torch.float64, copy=True).contiguous()
         dist.all_reduce(out, op=getattr(dist.ReduceOp, op), group=self.group)
         self.bytes_reduced += out.numel() * out.element_size()
-        return out
+        self.calls += 1
+        return out.to(t.device)
 
     def maximum(self, t):
         """The elementwise maximum over ranks of ``t`` (same shape on every rank), in float64."""
@@ -103,14 +112,36 @@ class Collectives:
         """The elementwise sum over ranks of ``t`` (same shape on every rank), in float64."""
         return self._all_reduce(t, "SUM")
 
+    def extremes(self, t):
+        """``(max, min)`` over ranks of ``t`` elementwise, in one all-reduce."""
+        both = self.maximum(torch.cat([t.reshape(-1), -t.reshape(-1)]).to(torch.float64))
+        return both[:t.numel()].reshape(t.shape), -both[t.numel():].reshape(t.shape)
+
+    def per_rank(self, values):
+        """Every rank's ``values`` (a list of numbers), as a (world, len) float64 tensor."""
+        mine = torch.zeros(self.world, len(values), dtype=torch.float64)
+        mine[self.rank] = torch.tensor(values, dtype=torch.float64)
+        return self.total(mine)
+
     def check(self, shard):
-        """Raise unless the ranks' shards hold ``shard.total`` rows in all (each row once, when the
-        shards do not overlap)."""
-        count = self.total(torch.tensor([float(shard.stop - shard.start)]))
-        if count[0] != shard.total:
-            raise ValueError(f"the {self.world} ranks' shards hold {int(count[0])} training rows in all, not the "
-                             f"{shard.total} of the fitted set: load every rank's shard of the same file "
-                             "(shard=(rank, world) with this group's rank and size)")
+        """Raise (on every rank) unless the ranks' shards tile the ``shard.total`` rows: each row
+        held by exactly one rank."""
+        rows = sorted((int(a), int(b)) for a, b in self.per_rank([shard.start, shard.stop]).tolist() if b > a)
+        ends = [0] + [b for _, b in rows]
+        if any(a != end for (a, _), end in zip(rows, ends)) or ends[-1] != shard.total:
+            raise ValueError(f"the {self.world} ranks' shards {rows} do not cover the {shard.total} training rows "
+                             "each exactly once: every rank loads its own shard of the same file, "
+                             "shard=(rank, world) with this group's rank and size, or slices that tile the rows")
+
+    def raise_if_any(self, error):
+        """Every rank learns whether any rank failed (``error``: this rank's exception or None):
+        the failing ranks raise their own error, the others a RuntimeError naming them, so that no
+        rank is left waiting in a collective."""
+        failed = self.per_rank([error is not None])[:, 0].nonzero().flatten().tolist()
+        if error is not None:
+            raise error
+        if failed:
+            raise RuntimeError(f"rank(s) {failed} of the group failed (see their error); this rank stops too")
 
     def check_same(self, *tensors):
         """Raise unless every rank passed the same tensors (compared through sums and a weighted
@@ -120,37 +151,60 @@ class Collectives:
             t = t.detach().to(torch.float64).reshape(-1)
             ramp = torch.linspace(1, 2, len(t), dtype=torch.float64, device=t.device)
             keys += [float(len(t)), float(t.sum()), float((t * ramp).sum())]
-        keys = torch.tensor(keys, dtype=torch.float64)
-        if not torch.equal(self.maximum(keys), -self.maximum(-keys)):
+        high, low = self.extremes(torch.tensor(keys, dtype=torch.float64))
+        if not torch.equal(high, low):
             raise ValueError("the ranks passed different queries to a sharded denoiser: every rank must denoise "
                              "the same x, sigma and y; to denoise each rank's own queries, wrap it in "
                              "analytic_denoisers.core.distributed.GatheredQueries")
 
-    def agree_shapes(self, shapes, count):
-        """``count`` tensor shapes as every rank knows them: ``shapes`` from a rank that has them,
-        or None from a rank that has none (an empty shard); they must not contradict."""
-        code = torch.full((count, MAX_DIMS + 1), -1.0)  # -1: unknown here
+    def merge_maxima(self, run_max, shapes, count, flag=False):
+        """One all-reduce for a softmax merge: the elementwise maximum over ranks of ``run_max``,
+        the ``count`` shapes of the partial sums (``shapes`` from a rank that has them, None from a
+        rank with an empty shard; they must agree), and whether any rank raised ``flag``.
+
+        Returns ``(merged maximum, shapes, any flag)``."""
+        code = torch.full((count, MAX_DIMS + 1), -1.0, dtype=torch.float64)  # -1: unknown here
         for k, shape in enumerate(shapes or ()):
             code[k] = 0
             code[k, 0], code[k, 1:len(shape) + 1] = len(shape), torch.tensor(shape, dtype=torch.float64)
-        high, low = self.maximum(code), -self.maximum(-torch.where(code < 0, torch.inf, code))
+        low_code = torch.where(code < 0, torch.inf, code)  # the minimum over the ranks that know
+        packed = torch.cat([code.reshape(-1), -low_code.reshape(-1), torch.tensor([float(flag)], dtype=torch.float64)])
+        packed = self.maximum(torch.cat([packed.to(run_max.device), run_max.reshape(-1).to(torch.float64)]))
+        n = code.numel()
+        high, low = packed[:n].reshape(code.shape).cpu(), -packed[n:2 * n].reshape(code.shape).cpu()
         known = high[:, 0] >= 0
         if not bool(known.all()) or not torch.equal(high[known], low[known]):
             raise ValueError("the ranks' partial sums have different shapes: every rank must denoise the same "
                              "queries with the same hyper-parameters")
-        return [tuple(int(v) for v in row[1:int(row[0]) + 1]) for row in high]
+        found = [tuple(int(v) for v in row[1:int(row[0]) + 1]) for row in high]
+        return packed[2 * n + 1:].reshape(run_max.shape), found, bool(packed[2 * n] > 0)
 
     def gather_rows(self, t):
         """Every rank's ``t`` (n_r, ...) concatenated in rank order, and this rank's rows in it (a slice)."""
         dist = _dist()
-        sizes = self.total(torch.eye(self.world)[self.rank] * len(t)).long().tolist()
-        padded = t.new_zeros((max(sizes), *t.shape[1:]))
+        sizes = [int(v) for v in self.per_rank([len(t)])[:, 0].tolist()]
+        padded = torch.zeros((max(sizes), *t.shape[1:]), dtype=t.dtype, device=self.device)
         padded[:len(t)] = t
         parts = [torch.empty_like(padded) for _ in range(self.world)]
-        dist.all_gather(parts, padded.contiguous(), group=self.group)
+        dist.all_gather(parts, padded, group=self.group)
         self.bytes_reduced += padded.numel() * padded.element_size() * self.world
+        self.calls += 1
         start = sum(sizes[:self.rank])
-        return torch.cat([p[:n] for p, n in zip(parts, sizes)]), slice(start, start + len(t))
+        return torch.cat([p[:n] for p, n in zip(parts, sizes)]).to(t.device), slice(start, start + len(t))
+
+
+def collectives_after(error, group=None):
+    """The :class:`Collectives` of ``group``, once every rank knows whether any failed a local step
+    (``error``: this rank's exception or None; see :meth:`Collectives.raise_if_any`). Without a
+    process group no other rank waits: ``error`` itself is raised, if any."""
+    try:
+        collectives = Collectives(group)
+    except RuntimeError:
+        if error is not None:
+            raise error from None
+        raise
+    collectives.raise_if_any(error)
+    return collectives
 
 
 _ACTIVE = contextvars.ContextVar("analytic_denoisers_collectives", default=None)
@@ -212,6 +266,9 @@ class GatheredQueries:
     """
 
     def __init__(self, denoiser):
+        if getattr(denoiser, "_shards", None) is None:
+            raise ValueError(f"GatheredQueries wraps a sharded denoiser (est.shard((rank, world)) or ad.load(path, "
+                             f"shard=...)), got an unsharded {type(denoiser).__name__}")
         self.denoiser = denoiser
 
     def denoise(self, x, sigma, y=None):
@@ -247,6 +304,7 @@ class SplitQueries:
         self.denoiser, self.collectives = denoiser, collectives
 
     def denoise(self, x, sigma, y=None):
+        x = torch.as_tensor(x)
         start, stop = even_rows(len(x), self.collectives.rank, self.collectives.world)
         sigma = _per_row(sigma, len(x), x)
         part = None if y is None else _per_row(y, len(x), x)[start:stop]

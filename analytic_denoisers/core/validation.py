@@ -206,10 +206,11 @@ def as_images(x, name="x", image_shape=None, flat=False):
     return x
 
 
-def check_data(data, x, name="data"):
-    """Training images for a kernel: a non-empty tensor (M, ...) with the trailing shape, dtype and
-    device of the queries ``x`` (N, ...). Returns it."""
-    if (not isinstance(data, torch.Tensor) or len(data) == 0 or tuple(data.shape[1:]) != tuple(x.shape[1:])
+def check_data(data, x, name="data", allow_empty=False):
+    """Training images for a kernel: a tensor (M, ...) with the trailing shape, dtype and device of
+    the queries ``x`` (N, ...), non-empty unless ``allow_empty``. Returns it."""
+    if (not isinstance(data, torch.Tensor) or (len(data) == 0 and not allow_empty)
+            or tuple(data.shape[1:]) != tuple(x.shape[1:])
             or data.dtype != x.dtype or data.device != x.device):
         got = (f"shape {tuple(data.shape)}, {data.dtype} on {data.device}" if isinstance(data, torch.Tensor)
                else type(data).__name__)

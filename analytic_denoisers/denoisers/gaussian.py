@@ -65,10 +65,11 @@ class GaussianDenoiser(DenoiserMixin, BaseEstimator):
         if not self.__sklearn_is_fitted__():
             return self.fit(X)
         self._check_params()
-        new, summary = self._statistics_of(X)
-        if summary["image_shape_"] != self.image_shape_:
-            raise ValueError(f"X has image shape (C, H, W) = {summary['image_shape_']}, but the denoiser was "
+        shape = tuple(getattr(X, "shape", ()))
+        if len(shape) == 4 and shape[1:] != self.image_shape_:  # before a pass over the data
+            raise ValueError(f"X has image shape (C, H, W) = {shape[1:]}, but the denoiser was "
                              f"fitted on images of shape {self.image_shape_}")
+        new, summary = self._statistics_of(X)
         return self._commit(merge_moments(self.moments(), new), summary)
 
     def _statistics_of(self, X):

@@ -2,7 +2,6 @@
 golden subset (Shang et al., arXiv 2602.16498); the math is in
 :mod:`analytic_denoisers.kernels.locality` and :mod:`analytic_denoisers.kernels.golddiff`."""
 
-import numpy as np
 import torch
 from sklearn.base import BaseEstimator
 
@@ -80,19 +79,23 @@ class PCALocalityDenoiser(TrainingSetMixin, BaseEstimator):
         """Store the training images ``X`` (N, C, H, W) and optional labels ``y`` (N,), and fit
         their Gaussian (and each class's, with labels and ``class_statistics="class"``). Returns self.
 
-        ``X`` may be a ``dask.array``: the statistics behind the masks are then computed by Dask block
-        by block (:func:`~analytic_denoisers.kernels.moments.dask_statistics`); the training images
-        are read into memory as well, since every call scans them (shard them across processes
-        with :meth:`shard` to split that).
+        ``X`` may be a ``dask.array``: the statistics behind the masks (of every class too) are then
+        computed by Dask in one pass, block by block
+        (:func:`~analytic_denoisers.kernels.moments.dask_statistics`); the training images are
+        read into memory in a second pass, since every call scans them (shard them across
+        processes with :meth:`shard` to split that).
         """
-        lazy = is_dask_array(X)
-        super().fit(X.compute() if lazy else X, y)
-        labels = None if y is None else torch.as_tensor(y).cpu().numpy()
+        lazy = None
+        if is_dask_array(X):
+            labels = None if y is None else torch.as_tensor(y).cpu().numpy()
+            lazy = dask_statistics(X, labels=labels) if y is not None else (*dask_statistics(X), {})
+            X = X.compute()
+        super().fit(X, y)
 
         def statistics(k):  # the moments of class k's images (all of them for None)
-            if not lazy:
+            if lazy is None:
                 return moments(self.data_[slice(*self._class_range(k))])
-            return dask_statistics(X if k is None else X[np.flatnonzero(labels == self.classes_[k])])[0]
+            return lazy[0] if k is None else lazy[2][self.classes_[k].item()]
 
         basis = eigenbasis(statistics(None), self.rank)
         self.mean_, self.eigvals_, self.eigvecs_ = basis.mean, basis.eigvals, basis.eigvecs

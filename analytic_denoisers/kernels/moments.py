@@ -82,28 +82,35 @@ def is_dask_array(X):
     return hasattr(X, "__dask_graph__") and hasattr(X, "to_delayed")
 
 
-def _block_statistics(block, chunk_size):
-    """Moments and data summary of one block of images (validated: NaN, shape), or None if empty."""
+def _block_statistics(block, chunk_size, labels=None):
+    """Moments, data summary and moments per label (a dict, empty without ``labels``) of one block
+    of images (validated: NaN, shape), or None if it is empty."""
     if len(block) == 0:
         return None
     images = as_images(np.asarray(block), name="X (a block of the dask array)")
-    return moments(images, chunk_size), data_summary(images)
+    groups = {} if labels is None else {
+        value.item(): moments(images[torch.from_numpy(labels == value)], chunk_size) for value in np.unique(labels)}
+    return moments(images, chunk_size), data_summary(images), groups
 
 
 def _merge_statistics(a, b):
     if a is None or b is None:
         return b if a is None else a
-    return merge_moments(a[0], b[0]), merge_summaries(a[1], b[1])
+    groups = dict(a[2])
+    for key, value in b[2].items():
+        groups[key] = merge_moments(groups[key], value) if key in groups else value
+    return merge_moments(a[0], b[0]), merge_summaries(a[1], b[1]), groups
 
 
-def dask_statistics(X, chunk_size=4096, scheduler=None):
+def dask_statistics(X, chunk_size=4096, scheduler=None, labels=None):
     """Moments and data summary of a ``dask.array`` of images, computed block by block by Dask.
 
     Each block of whole images (any chunking along the image dimensions is merged first) is
     summarised on a worker; the summaries are merged in a binary tree with :func:`merge_moments`
     and :func:`~analytic_denoisers.core.fingerprint.merge_summaries`, so the result equals
     ``moments(X)`` of the images in memory up to the order of the additions, and only one block
-    per worker is ever in memory.
+    per worker is ever in memory. With ``labels``, the moments of each label's images come from
+    the same pass.
 
     Parameters
     ----------
@@ -111,19 +118,32 @@ def dask_statistics(X, chunk_size=4096, scheduler=None):
     chunk_size : int, rows converted to float64 at a time within a block
     scheduler : passed to ``dask.compute`` (``"threads"``, ``"processes"``, ``"synchronous"``);
         None: Dask's default, which is a ``dask.distributed.Client`` when one is active
+    labels : array of shape (N,), optional, a label per image (then X's row chunks must be known)
 
     Returns
     -------
-    (Moments, dict): the moments and the data summary (shape, count, value range, fingerprint).
+    (Moments, dict): the moments and the data summary (shape, count, value range, fingerprint);
+    with ``labels``, a third item: {label: Moments}.
     """
     import dask
 
     if X.ndim != 4 or X.shape[0] == 0:
         raise ValueError(f"X must be a dask array of shape (N, C, H, W) with N >= 1, got shape {X.shape}")
-    blocks = X.rechunk({1: -1, 2: -1, 3: -1}).to_delayed().ravel()  # whole images per block
-    parts = [dask.delayed(_block_statistics)(block, chunk_size) for block in blocks]
+    X = X.rechunk({1: -1, 2: -1, 3: -1})  # whole images per block
+    rows = X.chunks[0]
+    if labels is not None:
+        labels = np.asarray(labels)
+        if any(np.isnan(n) for n in rows) or labels.shape != (sum(rows),):
+            raise ValueError(f"labels must be one per image of X (shape ({X.shape[0]},)) and X's row chunks known "
+                             f"(X.compute_chunk_sizes()), got labels of shape {labels.shape}")
+    offsets = np.concatenate([[0], np.cumsum(rows)]) if labels is not None else None
+    parts = [dask.delayed(_block_statistics)(block, chunk_size,
+                                             None if labels is None else labels[offsets[i]:offsets[i + 1]])
+             for i, block in enumerate(X.to_delayed().ravel())]
     while len(parts) > 1:  # a binary tree of merges: no worker receives every summary
         parts = [dask.delayed(_merge_statistics)(*parts[i:i + 2]) if i + 1 < len(parts) else parts[i]
                  for i in range(0, len(parts), 2)]
     (total,) = dask.compute(parts[0], scheduler=scheduler)
-    return total
+    if total is None:  # rows of unknown count that turned out to be none
+        raise ValueError("X is empty: its dask array holds no images")
+    return total if labels is not None else total[:2]

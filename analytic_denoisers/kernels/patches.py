@@ -61,8 +61,7 @@ def _check_inputs(x, data, padding="zeros"):
     """Validated queries (N, C, H, W), training images like them (none at all only for a rank's
     shard in a sharded call), and a known padding."""
     x = as_images(x)
-    if not (distributed.active() is not None and isinstance(data, torch.Tensor) and len(data) == 0):
-        check_data(data, x)
+    check_data(data, x, allow_empty=distributed.active() is not None)
     check_scalar(padding, "padding", Options(*PADDINGS))
     return x
 

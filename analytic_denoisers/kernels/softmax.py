@@ -135,20 +135,22 @@ class StreamingSoftmax:
 
     def merge_shards(self):
         """Merge every rank's running maximum and sums into the whole training set's, in place (a
-        no-op outside a sharded call, and once merged). Every rank must call it, in the same
-        order as its other merges; a rank whose shard added nothing contributes zeros."""
+        no-op outside a sharded call, and once merged): two all-reduces, the maxima (with the sums'
+        shapes) and then the rescaled sums, in float64. Every rank must call it, in the same order
+        as its other merges; a rank whose shard added nothing contributes zeros."""
         collectives, self.collectives = self.collectives, None
         if collectives is None:
             return
-        if self.sums is not None and any(s.requires_grad for s in self.sums):
+        count = 2 if self.layout == "pair" else 1
+        grad = self.sums is not None and any(s.requires_grad for s in self.sums)
+        local = self.run_max.to(torch.float64)
+        merged, shapes, grad = collectives.merge_maxima(
+            local, None if self.sums is None else [s.shape for s in self.sums], count, grad)
+        if grad:  # on every rank, so that none is left waiting
             raise ValueError("a sharded softmax does not propagate gradients across ranks: differentiate an "
                              "unsharded denoiser")
-        count = 2 if self.layout == "pair" else 1
-        shapes = collectives.agree_shapes(None if self.sums is None else [s.shape for s in self.sums], count)
         if self.sums is None:
             self.sums = tuple(self.run_max.new_zeros(shape, dtype=self.sum_dtype) for shape in shapes)
-        local = self.run_max.to(torch.float64)
-        merged = collectives.maximum(local)
         # this rank's sums under the merged maximum (zero where it had no candidate: -inf)
         rescale = torch.where(torch.isfinite(local), torch.exp(torch.clamp(local - merged, min=self.floor)), 0.0)
         flat = collectives.total(torch.cat([(s.to(torch.float64) * rescale).reshape(-1) for s in self.sums]))

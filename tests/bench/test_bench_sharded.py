@@ -58,5 +58,6 @@ def test_torchrun_bench_gives_the_single_process_metrics(tmp_path, unet_file):
                     assert float(b[key]) == pytest.approx(float(a[key]), rel=1e-5, abs=1e-6), (name, a["method"], key)
     saved = json.loads((tmp_path / "sharded" / "results.json").read_text())
     assert saved["environment"]["world_size"] == 2
+    assert saved["environment"]["sharded_methods"] == ["empirical", "pca-locality", "local-score", "patch-composite"]
     assert saved["command"].startswith("torchrun --nnodes 1 --nproc-per-node 2 -m analytic_denoisers bench")
     assert json.loads((tmp_path / "single" / "results.json").read_text())["environment"]["world_size"] == 1

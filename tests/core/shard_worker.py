@@ -24,18 +24,26 @@ def main(rank, world, folder):
     rows = spec["shards"][world]
     shard = (rank, world) if rows is None else slice(*rows[rank])
     own_rows = distributed.as_shard(shard, len(spec["data"]))
-    x, sigma, y = spec["x"], spec["sigma"], spec["y"]
     out, errors = {}, {}
     for name, (path, conditional) in spec["files"].items():
+        x, sigma, y = (spec[k].float() if name.endswith("-f32") and k != "y" else spec[k] for k in ("x", "sigma", "y"))
         den = ad.load(path, shard=shard)
         out[name] = den.denoise(x, sigma, y if conditional else None)
         own = slice(rank, None, world)  # every world-th query: each rank its own rows
         out[name + "/gathered"] = distributed.GatheredQueries(den).denoise(x[own], sigma[own],
                                                                           y[own] if conditional else None)
+        first = slice(0, len(x) if rank == 0 else 0)  # rank 0 all the queries, the others none
+        out[name + "/first"] = distributed.GatheredQueries(den).denoise(x[first], sigma[first],
+                                                                        y[first] if conditional else None)
         try:  # a rank passing other queries than the rest
             den.denoise(x + rank, sigma, y if conditional else None)
         except ValueError as err:
             errors[name] = str(err)
+    try:  # every rank asks for the first shard: they overlap
+        ad.load(spec["files"]["empirical"][0], shard=(0, world))
+    except ValueError as err:
+        errors["overlap"] = str(err)
+    x, sigma = spec["x"], spec["sigma"]
     with distributed.across(distributed.Collectives()) as collectives:
         for key, (padding, size, method) in spec["kernels"].items():
             out[key] = ad.equivariant_local_score_posterior_mean(x, sigma, spec["data"][own_rows.start:own_rows.stop], size, padding=padding,

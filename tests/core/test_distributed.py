@@ -13,6 +13,7 @@ import torch
 
 import analytic_denoisers as ad
 from analytic_denoisers.core import distributed
+from analytic_denoisers.core.distributed import GatheredQueries
 from references import SIGMAS, near_data, tiny_images
 
 WORKER = Path(__file__).with_name("shard_worker.py")
@@ -31,7 +32,14 @@ DENOISERS = {
     "bbels": (ad.LocalScoreDenoiser(patch_size=5, equivariant=True, padding="zeros"), False),
     "pspc": (ad.PatchCompositeDenoiser(patch_size=3, chunk_size=2), False),
     "pspc-class": (ad.PatchCompositeDenoiser(patch_size=4), True),
+    # float32: the window kernels switch to float32 distances once their bound allows it, PCA-locality
+    # keeps its sums in float32: the sharded result is as close as float32 allows (FLOAT32_TOLERANCE)
+    "empirical-f32": (ad.EmpiricalOptimalDenoiser(), False),
+    "pca-locality-f32": (ad.PCALocalityDenoiser(threshold=0.005, chunk_size=2), False),
+    "ls-f32": (ad.LocalScoreDenoiser(patch_size=3, chunk_size=2), False),
+    "pspc-f32": (ad.PatchCompositeDenoiser(patch_size=3, chunk_size=2), True),
 }
+FLOAT32_TOLERANCE = 1e-5
 KERNELS = {f"{mode}/{method}": (padding, 3, method) for mode, padding in (("els", "circular"), ("bbels", "zeros"))
            for method in ("shifts", "products")}
 
@@ -46,9 +54,10 @@ def runs(tmp_path_factory):
     y = LABELS[:len(x)]
     files, single = {}, {}
     for name, (den, conditional) in DENOISERS.items():
-        den.fit(data, LABELS if conditional else None)
+        dtype = torch.float32 if name.endswith("-f32") else torch.float64
+        den.fit(data.to(dtype), LABELS if conditional else None)
         files[name] = (str(den.save(folder / f"{name}.h5")), conditional)
-        single[name] = den.denoise(x, sigma, y if conditional else None)
+        single[name] = den.denoise(x.to(dtype), sigma.to(dtype), y if conditional else None)
     order = torch.argsort(LABELS, stable=True)  # the sharded kernels get rows of the sorted set, like the files
     for key, (padding, size, method) in KERNELS.items():
         single[key] = ad.equivariant_local_score_posterior_mean(x, sigma, data, size, padding=padding, method=method)
@@ -68,8 +77,9 @@ def runs(tmp_path_factory):
 @pytest.mark.parametrize("name", [*DENOISERS, *KERNELS])
 def test_sharded_result_is_the_single_process_result(runs, name, world):
     single, got, _ = runs
+    tolerance = FLOAT32_TOLERANCE if name.endswith("-f32") else 1e-6
     for rank, result in enumerate(got[world]):
-        torch.testing.assert_close(result["out"][name], single[name], rtol=0, atol=1e-6,
+        torch.testing.assert_close(result["out"][name], single[name], rtol=0, atol=tolerance,
                                    msg=lambda m: f"rank {rank} of {world}: {m}")
 
 
@@ -77,17 +87,22 @@ def test_sharded_result_is_the_single_process_result(runs, name, world):
 @pytest.mark.parametrize("name", DENOISERS)
 def test_each_rank_gets_its_own_queries_through_gathered_queries(runs, name, world):
     single, got, x = runs
+    tolerance = FLOAT32_TOLERANCE if name.endswith("-f32") else 1e-6
     for rank, result in enumerate(got[world]):
         own = list(range(len(x)))[rank::world]
-        torch.testing.assert_close(result["out"][name + "/gathered"], single[name][own], rtol=0, atol=1e-6)
+        torch.testing.assert_close(result["out"][name + "/gathered"], single[name][own], rtol=0, atol=tolerance)
+        first = single[name] if rank == 0 else single[name][:0]  # rank 0 asked for every query, the rest none
+        torch.testing.assert_close(result["out"][name + "/first"], first, rtol=0, atol=tolerance)
 
 
 @pytest.mark.parametrize("world", sorted(SHARDS))
 def test_ranks_passing_other_queries_are_refused(runs, world):
     _, got, _ = runs
     for result in got[world]:
-        assert set(result["errors"]) == set(DENOISERS)
-        assert all("same x, sigma and y" in message for message in result["errors"].values())
+        errors = dict(result["errors"])
+        assert "do not cover the 13 training rows each exactly once" in errors.pop("overlap")
+        assert set(errors) == set(DENOISERS)
+        assert all("same x, sigma and y" in message for message in errors.values())
         assert int(result["out"]["bytes"]) > 0
 
 
@@ -117,8 +132,16 @@ def test_a_group_of_one_process(tmp_path):
     x = near_data(data, 2, 0.3, seed=3)
     dist.init_process_group("gloo", init_method=f"file://{tmp_path}/rendezvous", rank=0, world_size=1)
     try:
-        with pytest.raises(ValueError, match="hold 4 training rows in all, not the 6"):
-            ad.EmpiricalOptimalDenoiser().fit(data).shard(slice(1, 5))
+        den = ad.EmpiricalOptimalDenoiser().fit(data)
+        with pytest.raises(ValueError, match=r"shards \[\(1, 5\)\] do not cover the 6 training rows"):
+            den.shard(slice(1, 5))
+        assert den.shard_ is None and torch.equal(den.data_, data)  # a refusal changes nothing
+        golddiff = ad.GoldDiffDenoiser().fit(data)
+        with pytest.raises(ValueError, match="cannot be sharded"):
+            golddiff.shard((0, 1))
+        assert golddiff.shard_ is None and len(golddiff.data_) == 6
+        with pytest.raises(ValueError, match="wraps a sharded denoiser"):
+            GatheredQueries(golddiff)
         den = ad.PatchCompositeDenoiser(patch_size=2).fit(data)
         expect = den(x, 0.3)
         den.shard((0, 1))

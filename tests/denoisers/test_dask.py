@@ -108,3 +108,17 @@ def test_cli_fit_with_dask_equals_the_plain_fit(tmp_path):
         assert lazy.fingerprint_ == eager.fingerprint_
     assert main(["fit", "empirical", "--dask", "threads", "-o", str(tmp_path / "e.h5")]) == 2
     assert main(["fit", "gaussian", "--dask", "somewhere", "-o", str(tmp_path / "e.h5")]) == 2
+
+
+def test_rows_of_unknown_count():
+    X = tiny_images(30, (1, 3, 3), seed=4)
+    keep = (torch.arange(30) % 3 == 0).numpy()
+    lazy = da.from_array(X.numpy(), chunks=7)[da.from_array(keep, chunks=7)]  # chunk sizes unknown (NaN)
+    assert np.isnan(lazy.shape[0])
+    with dask.config.set(scheduler="synchronous"):
+        assert_same_fit(ad.GaussianDenoiser().fit(lazy), ad.GaussianDenoiser().fit(X[torch.from_numpy(keep)]))
+        nothing = da.from_array(X.numpy(), chunks=7)[da.from_array(np.zeros(30, bool), chunks=7)]
+        with pytest.raises(ValueError, match="holds no images"):
+            ad.GaussianDenoiser().fit(nothing)
+        with pytest.raises(ValueError, match="row chunks known"):
+            ad.PCALocalityDenoiser().fit(lazy, torch.zeros(10, dtype=torch.long))

@@ -81,12 +81,15 @@ METRICS = {
 def summarise(a, b):
     """Every metric of ``METRICS`` for images ``a`` against reference ``b``, summarised over
     images (NaN entries are left out of the mean or median; the median of an even count is the
-    mean of the two middle values): dict name -> float."""
+    mean of the two middle values), with its spread over the images: dict ``name -> float``
+    and ``name_q25``, ``name_q75`` -> the lower and upper quartiles (see :func:`quartiles`)."""
     out = {}
     for name, (fn, how, _) in METRICS.items():
         values = fn(a, b)
+        spread = quartiles(values, dim=0)
         values = values.cpu().numpy()
         out[name] = float(np.nanmean(values) if how == "mean" else np.nanmedian(values))
+        out[f"{name}_q25"], out[f"{name}_q75"] = spread["q25"], spread["q75"]
     return out
 
 

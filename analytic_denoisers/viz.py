@@ -19,8 +19,10 @@ def pyplot():
 
 
 def save_figure(fig, path, dpi=110):
-    """Lay out a matplotlib figure, write it as PNG, close it; returns ``path``."""
-    fig.tight_layout()
+    """Lay out a matplotlib figure (unless it has a layout engine of its own), write it as PNG,
+    close it; returns ``path``."""
+    if fig.get_layout_engine() is None:
+        fig.tight_layout()
     fig.savefig(path, dpi=dpi)
     pyplot().close(fig)
     return path

@@ -3,6 +3,7 @@
 import math
 import statistics
 
+import numpy as np
 import pytest
 import torch
 
@@ -28,6 +29,9 @@ def test_metrics_against_explicit_formulas():
     summary = metrics.summarise(a[:4], b[:4])  # an even count: the median averages the middle two
     assert summary["pearson"] == pytest.approx(statistics.median(metrics.pearson(a[:4], b[:4]).tolist()))
     assert summary["r2"] == pytest.approx(statistics.mean(metrics.r2(a[:4], b[:4]).tolist()))
+    for name in metrics.METRICS:  # the spread: quartiles as numpy's default (linear) interpolation gives them
+        values = getattr(metrics, name)(a[:4], b[:4]).numpy()
+        assert [summary[f"{name}_q25"], summary[f"{name}_q75"]] == pytest.approx(np.percentile(values, [25, 75]))
 
 
 def test_quartiles_skip_nan():
@@ -40,8 +44,9 @@ def test_quartiles_skip_nan():
 
 def test_metrics_of_identical_and_constant_images():
     a = torch.randn(3, 1, 4, 4)
-    assert metrics.summarise(a, a) == pytest.approx({"r2": 1.0, "r2_unbiased": 1.0, "pearson": 1.0, "mse": 0.0,
-                                                     "explained_variance": 1.0}, abs=1e-15)
+    same = {"r2": 1.0, "r2_unbiased": 1.0, "pearson": 1.0, "mse": 0.0, "explained_variance": 1.0}
+    assert metrics.summarise(a, a) == pytest.approx(
+        {**same, **{f"{k}_{q}": v for k, v in same.items() for q in ("q25", "q75")}}, abs=1e-15)
     constant = torch.ones(3, 1, 4, 4)
     assert torch.isnan(metrics.r2(a, constant)).all() and torch.isnan(metrics.pearson(a, constant)).all()
     assert torch.isnan(metrics.r2_unbiased(a, constant)).all()

@@ -42,29 +42,32 @@ def write(results, out_dir, command=None):
              out / "samples.png", out / "metrics.png"]
     write_json(paths[0], public)
     den, smp = results["denoising"], results["sampling"]
+    columns = [*metrics.METRICS, *(f"{m}_{q}" for m in metrics.METRICS for q in ("q25", "q75"))]  # with the spread
     with open(paths[1], "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["method", "sigma", *metrics.METRICS, "own_mse", "seconds_per_call"])
+        w.writerow(["method", "sigma", *columns, "own_mse", "seconds_per_call"])
         for s, sigma in enumerate(den["sigmas"]):
-            w.writerow(["reference", sigma, *[""] * len(metrics.METRICS), den["reference_own_mse"][s],
+            w.writerow(["reference", sigma, *[""] * len(columns), den["reference_own_mse"][s],
                         den["reference_seconds_per_call"][s]])
         for name, entry in den["methods"].items():
             for row in entry["by_sigma"]:
-                w.writerow([name, row["sigma"], *[row[m] for m in metrics.METRICS], row["own_mse"],
+                w.writerow([name, row["sigma"], *[row.get(m, "") for m in columns], row["own_mse"],
                             row["seconds_per_call"]])
     with open(paths[2], "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["method", *metrics.METRICS, "seconds", "denoiser_calls", "peak_mib"])
+        w.writerow(["method", *columns, "seconds", "denoiser_calls", "peak_mib"])
         for name, entry in smp["methods"].items():
-            w.writerow([name, *[entry.get(m, "") for m in metrics.METRICS], entry["seconds"],
+            w.writerow([name, *[entry.get(m, "") for m in columns], entry["seconds"],
                         entry["denoiser_calls"], entry["peak_mib"]])
     paths[3].write_text(markdown(results, command))
     samples = results["_images"]["samples"]
     keep = min(SAMPLES_IN_FIGURE, len(samples["reference"]))
-    label = {"reference": f"reference ({results['reference']['class']})"}
+    label = {"reference": f"reference ({results['reference']['class']})",
+             **{k: f"{k}  R² {_fmt(e['r2'])}" for k, e in smp["methods"].items() if "r2" in e}}
     save_labelled_rows([(label.get(k, k), v[:keep]) for k, v in samples.items()], paths[4],
                        title=f"final samples, same seeds in every row ({results['protocol']['sampling']['sampler']}, "
-                             f"{len(smp['sigmas']) - 1} steps)")
+                             f"{len(smp['sigmas']) - 1} steps); R²: mean over all {len(samples['reference'])} "
+                             "samples against the reference's")
     plot_metrics(results, paths[5])
     return paths
 
@@ -75,6 +78,15 @@ def _fmt(value, digits=3):
     if abs(value) >= 1e4 or (value != 0 and abs(value) < 1e-3):
         return f"{value:.{digits - 1}e}"
     return f"{value:.{digits}f}"
+
+
+def _spread(entry, metric, digits=3):
+    """``value [q25, q75]``: a summary with its quartiles over images (the value alone in results
+    written before the spread was recorded)."""
+    value = _fmt(entry.get(metric), digits)
+    if f"{metric}_q25" not in entry:
+        return value
+    return f"{value} [{_fmt(entry[f'{metric}_q25'], digits)}, {_fmt(entry[f'{metric}_q75'], digits)}]"
 
 
 def _table(header, rows):
@@ -116,12 +128,12 @@ def markdown(results, command=None):
               f"{den['n_images']} held-out test images, `x = x0 + sigma * eps` with per-image seeded `eps` "
               f"(seeds {p['denoising']['seed']}…), the same for every method. Agreement of "
               "`D_method(x, sigma)` with `D_ref(x, sigma)`: per-image R² (mean over images), Pearson r "
-              "(median), MSE (mean), explained variance `1 - ||a-b||²/||b||²` (mean). Own MSE is "
-              "against the clean image.", ""]
+              "(median), MSE (mean), explained variance `1 - ||a-b||²/||b||²` (mean), each with its "
+              "quartiles over the images in brackets. Own MSE is against the clean image (mean).", ""]
     header = ["method"] + [f"σ={s:g}" for s in sig]
     for metric, title in (("r2", "R² (mean)"), ("pearson", "Pearson r (median)"), ("mse", "MSE to the reference"),
                           ("explained_variance", "explained variance"), ("own_mse", "own denoising MSE (to x0)")):
-        rows = [[name] + [_fmt(r[metric]) for r in e["by_sigma"]] for name, e in den["methods"].items()]
+        rows = [[name] + [_spread(r, metric) for r in e["by_sigma"]] for name, e in den["methods"].items()]
         if metric == "own_mse":
             rows.insert(0, ["reference"] + [_fmt(v) for v in den["reference_own_mse"]])
         lines += [f"**{title}**", ""] + _table(header, rows)
@@ -140,7 +152,8 @@ def markdown(results, command=None):
               "the same for every method. "
               + ("The sample is the last step's x̂0. " if sp["final"] == "denoised" else "")
               + ("Images are compared as `((x + 1) / 2).clamp(0, 1)`. " if sp["clamp_unit"] else "")
-              + "Final samples against the reference's (R² unbiased: `1 - MSE / var` with the unbiased "
+              + "Final samples against the reference's, each metric summarised as in the denoiser tables "
+              "with its quartiles over the samples (R² unbiased: `1 - MSE / var` with the unbiased "
               "pixel variance of the reference image, as Lukoianov et al. compute it); x̂0 R² is the "
               "mean over the steps of each step's x̂0 against the reference's"
               + (", along the two trajectories (\"trajectory\") and at the method's own states "
@@ -148,8 +161,7 @@ def markdown(results, command=None):
     lines += _table(["method", "R²", "R² unbiased", "Pearson r", "MSE", "explained var.", "x̂0 R² (trajectory)"]
                     + (["x̂0 R² (single)"] if sp["single"] else [])
                     + [f"seconds (all {sp['n_samples']} samples)", "denoiser calls", "peak (MiB)"],
-                    [[name, _fmt(e.get("r2")), _fmt(e.get("r2_unbiased")), _fmt(e.get("pearson")), _fmt(e.get("mse")),
-                      _fmt(e.get("explained_variance")), _mean_over_steps(e, "x0_by_step")]
+                    [[name, *(_spread(e, m) for m in metrics.METRICS), _mean_over_steps(e, "x0_by_step")]
                      + ([_mean_over_steps(e, "x0_single_by_step")] if sp["single"] else [])
                      + [_fmt(e["seconds"], 2), e["denoiser_calls"], _fmt(e["peak_mib"], 1)]
                      for name, e in smp["methods"].items()])
@@ -177,38 +189,79 @@ def grid_text(sp, smp):
     return f"{sp['sampler']} with {steps} steps on {grid}"
 
 
+ZOOM_DROP = 0.1  # share of the lowest points an agreement panel may leave below its lower edge
+
+
+def zoom_limits(values, top=1.0):
+    """Y-limits of an agreement panel (R², r, explained variance) zoomed to where the methods
+    differ: from the :data:`ZOOM_DROP` quantile of the plotted values (the worst few points may
+    fall below, so that one poor method does not squash the rest near 1) to their maximum (at
+    most ``top``), padded by 5%. Returns ``(bottom, top, points below bottom)``."""
+    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=float)
+    if not len(v):
+        return -0.05, top + 0.02, 0
+    lo, hi = float(np.quantile(v, ZOOM_DROP, method="higher")), min(float(v.max()), top)
+    pad = max(0.05 * (hi - lo), 0.005)
+    return lo - pad, hi + pad, int((v < lo - pad).sum())
+
+
+def _curve(ax, x, entries, metric, color, label, **style):
+    """One method's line (its summary) and, where recorded, a band between its quartiles over images."""
+    ax.plot(x, [e[metric] for e in entries], marker="o", ms=3, color=color, label=label, **style)
+    if all(f"{metric}_q25" in e for e in entries):
+        ax.fill_between(x, [e[f"{metric}_q25"] for e in entries], [e[f"{metric}_q75"] for e in entries],
+                        color=color, alpha=0.12, lw=0)
+    return [e[metric] for e in entries]
+
+
 def plot_metrics(results, path):
-    """Metric-against-sigma curves: R², r, MSE to the reference, own MSE, and x̂0 R² while sampling."""
+    """Metric-against-sigma panels: R², r, MSE to the reference, explained variance, own MSE, and x̂0
+    R² while sampling; each line with its quartile band over the images, the agreement panels
+    zoomed (:func:`zoom_limits`), one legend naming every line."""
     plt = pyplot()
 
     den, smp = results["denoising"], results["sampling"]
-    fig, axes = plt.subplots(2, 3, figsize=(15, 8.5))
+    colors = {name: f"C{i % 10}" for i, name in enumerate(den["methods"])}
+    fig, axes = plt.subplots(2, 3, figsize=(16, 8.5), layout="constrained")
     panels = [("r2", "R² to the reference (mean)"), ("pearson", "Pearson r (median)"),
-              ("mse", "MSE to the reference"), ("explained_variance", "explained variance"),
-              ("own_mse", "own denoising MSE (to x0)")]
+              ("mse", "MSE to the reference (mean)"), ("explained_variance", "explained variance (mean)"),
+              ("own_mse", "own denoising MSE (to x0, mean)")]
     for ax, (metric, title) in zip(axes.flat, panels):
+        values = []
         for name, entry in den["methods"].items():
-            ax.plot(den["sigmas"], [r[metric] for r in entry["by_sigma"]], marker="o", ms=3, label=name)
+            values += _curve(ax, den["sigmas"], entry["by_sigma"], metric, colors[name], name)
         if metric == "own_mse":
             ax.plot(den["sigmas"], den["reference_own_mse"], "k--", marker="o", ms=3, label="reference")
         ax.set(xscale="log", xlabel="sigma", title=title)
         if metric in ("mse", "own_mse") and any(v > 0 for line in ax.get_lines() for v in line.get_ydata()):
             ax.set_yscale("log")  # not where every method equals the reference (MSE 0)
         if metric in ("r2", "explained_variance", "pearson"):
-            ax.set_ylim(-0.05, 1.02)
+            _zoom(ax, values, title)
         ax.grid(alpha=0.3)
-    ax = axes.flat[5]
+    ax, values = axes.flat[5], []
     levels = smp["sigmas"][:-1]
-    for i, (name, entry) in enumerate(smp["methods"].items()):
-        if "x0_by_step" in entry:
-            ax.plot(levels, entry["x0_by_step"]["r2"], marker="o", ms=3, label=name, color=f"C{i - 1}")
+    for name, entry in smp["methods"].items():
+        steps = [dict(zip(entry["x0_by_step"], row)) for row in zip(*entry["x0_by_step"].values())] \
+            if "x0_by_step" in entry else []
+        if steps:
+            values += _curve(ax, levels, steps, "r2", colors.get(name, "k"), name)
         if "x0_single_by_step" in entry:
-            ax.plot(levels, entry["x0_single_by_step"]["r2"], ls=":", marker="x", ms=3, color=f"C{i - 1}")
-    ax.set(xscale="log", xlabel="sigma of the step", ylim=(-0.05, 1.02),
-           title="sampling: x̂0 R² to the reference" + (" (dotted: single)" if results["protocol"]["sampling"]["single"] else ""))
+            ax.plot(levels, entry["x0_single_by_step"]["r2"], ls=":", marker="x", ms=3, color=colors.get(name, "k"))
+    ax.set(xscale="log", xlabel="sigma of the step")
+    _zoom(ax, values, "sampling: x̂0 R² to the reference (mean)"
+          + (" (dotted: single)" if results["protocol"]["sampling"]["single"] else ""))
     ax.invert_xaxis()
     ax.grid(alpha=0.3)
-    axes.flat[0].legend(fontsize=8)
+    handles = {label: h for a in axes.flat for h, label in zip(*a.get_legend_handles_labels())}
+    fig.legend(handles.values(), handles.keys(), loc="outside right center", fontsize=9,
+               title="bands: quartiles\nover images")
     p = results["protocol"]
-    fig.suptitle(f"{p['dataset']}: every method against the reference ({results['reference']['class']})")
+    fig.suptitle(f"{p['dataset']}: every method against the reference ({results['reference']['class']}); "
+                 f"agreement panels zoomed to where the methods differ")
     return save_figure(fig, path)
+
+
+def _zoom(ax, values, title):
+    bottom, top, below = zoom_limits(values)
+    ax.set_ylim(bottom, top)
+    ax.set_title(title + (f"\n({below} point{'s' * (below > 1)} below the panel)" if below else ""))

@@ -9,6 +9,7 @@ import torch
 
 import analytic_denoisers as ad
 from analytic_denoisers import bench, metrics
+from analytic_denoisers.bench import report
 from analytic_denoisers.bench.report import reproducible
 from analytic_denoisers.cli import main
 from references import TINY_UNET
@@ -110,6 +111,36 @@ def test_writers(tmp_path, gaussian_file):
     assert float(rows["empirical"]["r2"]) == saved["sampling"]["methods"]["empirical"]["r2"]
     text = (tmp_path / "out" / "results.md").read_text()
     assert "Quality gate" in text and "| empirical |" in text and "analytic-denoisers bench ..." in text
+    # the spread over images beside every summary: quartiles in the results, the CSVs and the tables
+    for entry in [*saved["denoising"]["methods"]["empirical"]["by_sigma"], saved["sampling"]["methods"]["gaussian"]]:
+        for m in metrics.METRICS:
+            assert entry[f"{m}_q25"] <= entry[f"{m}_q75"]
+    assert float(row["r2_q25"]) == saved_row["r2_q25"] and float(rows["gaussian"]["mse_q75"]) == \
+        saved["sampling"]["methods"]["gaussian"]["mse_q75"]
+    g = saved["sampling"]["methods"]["gaussian"]
+    assert f"| gaussian | {report._fmt(g['r2'])} [{report._fmt(g['r2_q25'])}, {report._fmt(g['r2_q75'])}] |" in text
+
+
+def test_figures_name_every_line_and_zoom(monkeypatch, gaussian_file, tmp_path):
+    results = bench.run(tiny_protocol(gaussian_file, methods=["gaussian", "empirical", "nearest"]),
+                        progress=False, log=lambda s: None)
+    figures, rows = [], []
+    monkeypatch.setattr(report, "save_figure", lambda fig, path: figures.append(fig) or path)
+    monkeypatch.setattr(report, "save_labelled_rows", lambda r, path, **kw: rows.extend(r) or path)
+    bench.write(results, tmp_path)
+    legend = [t.get_text() for t in figures[0].legends[0].get_texts()]
+    assert set(legend) == {"gaussian", "empirical", "nearest", "reference"}
+    r2 = results["sampling"]["methods"]["nearest"]["r2"]
+    assert ("nearest  R² " + report._fmt(r2)) in [label for label, _ in rows]
+    r2_panel = figures[0].axes[0]
+    assert len(r2_panel.collections) == 3  # a quartile band per method
+
+
+def test_zoom_limits():
+    bottom, top, below = report.zoom_limits([1.0, 0.99, 0.97, 0.96, 0.95, 0.94, 0.93, 0.92, 0.9, -3.0, float("nan")])
+    assert -3.0 < bottom < 0.9 and 1.0 < top <= 1.01 and below == 1  # one poor point does not set the scale
+    assert report.zoom_limits([0.5, 0.5]) == pytest.approx((0.495, 0.505, 0))
+    assert report.zoom_limits([]) == (-0.05, 1.02, 0)
 
 
 @pytest.mark.parametrize("overrides, match", [

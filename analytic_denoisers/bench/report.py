@@ -205,9 +205,9 @@ def zoom_limits(values, top=1.0):
     return lo - pad, hi + pad, int((v < lo - pad).sum())
 
 
-def _curve(ax, x, entries, metric, color, label, **style):
+def _curve(ax, x, entries, metric, label, color, ls):
     """One method's line (its summary) and, where recorded, a band between its quartiles over images."""
-    ax.plot(x, [e[metric] for e in entries], marker="o", ms=3, color=color, label=label, **style)
+    ax.plot(x, [e[metric] for e in entries], marker="o", ms=3, color=color, ls=ls, label=label)
     if all(f"{metric}_q25" in e for e in entries):
         ax.fill_between(x, [e[f"{metric}_q25"] for e in entries], [e[f"{metric}_q75"] for e in entries],
                         color=color, alpha=0.12, lw=0)
@@ -221,7 +221,8 @@ def plot_metrics(results, path):
     plt = pyplot()
 
     den, smp = results["denoising"], results["sampling"]
-    colors = {name: f"C{i % 10}" for i, name in enumerate(den["methods"])}
+    # a colour and a line style per method: the ten colours of the cycle, then dashed, then dotted
+    styles = {name: dict(color=f"C{i % 10}", ls=("-", "--", ":")[i // 10 % 3]) for i, name in enumerate(den["methods"])}
     fig, axes = plt.subplots(2, 3, figsize=(16, 8.5), layout="constrained")
     panels = [("r2", "R² to the reference (mean)"), ("pearson", "Pearson r (median)"),
               ("mse", "MSE to the reference (mean)"), ("explained_variance", "explained variance (mean)"),
@@ -229,7 +230,7 @@ def plot_metrics(results, path):
     for ax, (metric, title) in zip(axes.flat, panels):
         values = []
         for name, entry in den["methods"].items():
-            values += _curve(ax, den["sigmas"], entry["by_sigma"], metric, colors[name], name)
+            values += _curve(ax, den["sigmas"], entry["by_sigma"], metric, name, **styles[name])
         if metric == "own_mse":
             ax.plot(den["sigmas"], den["reference_own_mse"], "k--", marker="o", ms=3, label="reference")
         ax.set(xscale="log", xlabel="sigma", title=title)
@@ -244,9 +245,9 @@ def plot_metrics(results, path):
         steps = [dict(zip(entry["x0_by_step"], row)) for row in zip(*entry["x0_by_step"].values())] \
             if "x0_by_step" in entry else []
         if steps:
-            values += _curve(ax, levels, steps, "r2", colors.get(name, "k"), name)
+            values += _curve(ax, levels, steps, "r2", name, **styles[name])
         if "x0_single_by_step" in entry:
-            ax.plot(levels, entry["x0_single_by_step"]["r2"], ls=":", marker="x", ms=3, color=colors.get(name, "k"))
+            ax.plot(levels, entry["x0_single_by_step"]["r2"], ls=":", marker="x", ms=3, color=styles[name]["color"])
     ax.set(xscale="log", xlabel="sigma of the step")
     _zoom(ax, values, "sampling: x̂0 R² to the reference (mean)"
           + (" (dotted: single)" if results["protocol"]["sampling"]["single"] else ""))

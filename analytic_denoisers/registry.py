@@ -6,7 +6,7 @@ import inspect
 import torch
 
 from .core.artifact import FileFormatError, read, read_class
-from .core.distributed import SHARDABLE, as_shard, collectives_after
+from .core.distributed import SHARDABLE, collectives_after
 from .core.fingerprint import data_fingerprint
 from .denoisers.empirical import EmpiricalOptimalDenoiser, NearestNeighbourDenoiser, SmoothedClosedFormDenoiser
 from .denoisers.flex import PatchFlexDenoiser
@@ -108,10 +108,10 @@ def load(path, *, classes=(), verify=True, shard=None, group=None, **params):
     estimator = error = None
     try:  # a rank whose file or shard is unusable must not leave the others waiting in a collective
         estimator = _load(path, classes, False, shard, params)
-    except (OSError, ValueError) as err:
+    except Exception as err:  # noqa: BLE001: every failure is raised again, on every rank
         error = err
     collectives_after(error, group)
-    estimator._become_shard(as_shard(shard, estimator.n_samples_seen_), group)
+    estimator._become_shard(shard, group, whole=False)
     if verify:
         _verify(path, estimator)
     return estimator

@@ -197,21 +197,27 @@ def zoom_limits(values, top=1.0):
     differ: from the :data:`ZOOM_DROP` quantile of the plotted values (the worst few points may
     fall below, so that one poor method does not squash the rest near 1) to their maximum (at
     most ``top``), padded by 5%. Returns ``(bottom, top, points below bottom)``."""
-    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=float)
+    v = np.sort(np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=float))
     if not len(v):
         return -0.05, top + 0.02, 0
-    lo, hi = float(np.quantile(v, ZOOM_DROP, method="higher")), min(float(v.max()), top)
+    hi = min(float(v[-1]), top)
+    lo = float(v[int(ZOOM_DROP * len(v))])  # the lowest points are left out only where they would
+    if lo - v[0] <= hi - lo:                # more than double the panel's height
+        lo = float(v[0])
+    lo = min(lo, hi)
     pad = max(0.05 * (hi - lo), 0.005)
     return lo - pad, hi + pad, int((v < lo - pad).sum())
 
 
 def _curve(ax, x, entries, metric, label, color, ls):
     """One method's line (its summary) and, where recorded, a band between its quartiles over images."""
-    ax.plot(x, [e[metric] for e in entries], marker="o", ms=3, color=color, ls=ls, label=label)
+    def values(key):  # None (NaN in results.json) as NaN
+        return np.array([e[key] for e in entries], dtype=float)
+
+    ax.plot(x, values(metric), marker="o", ms=3, color=color, ls=ls, label=label)
     if all(f"{metric}_q25" in e for e in entries):
-        ax.fill_between(x, [e[f"{metric}_q25"] for e in entries], [e[f"{metric}_q75"] for e in entries],
-                        color=color, alpha=0.12, lw=0)
-    return [e[metric] for e in entries]
+        ax.fill_between(x, values(f"{metric}_q25"), values(f"{metric}_q75"), color=color, alpha=0.12, lw=0)
+    return values(metric).tolist()
 
 
 def plot_metrics(results, path):

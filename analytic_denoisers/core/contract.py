@@ -95,7 +95,8 @@ class DenoiserMixin:
             raise ValueError(f"a sharded {type(self).__name__} does not propagate gradients across ranks: "
                              "differentiate an unsharded one")
         collectives = shards[1]
-        collectives.check_same(x, sigma, *(() if y is None else (y,)))
+        params = distributed.digest(repr(sorted(self.get_params(deep=False).items())))  # the same machine on every rank
+        collectives.check_same(x, sigma, *(() if y is None else (y,)), tags=(params,))
         with distributed.across(collectives):
             return self._denoise(x, sigma, y)
 
@@ -262,28 +263,28 @@ class TrainingSetMixin(DenoiserMixin):
         self. Afterwards ``data_`` and ``labels_`` hold the shard's rows and ``class_offsets_``
         indexes them; ``n_samples_seen_`` and ``fingerprint_`` still describe the whole set.
         """
-        self._check_fitted()
-        if getattr(self, "_shards", None) is not None:
-            raise ValueError(f"this {type(self).__name__} is already sharded")
-        spec = distributed.as_shard(shard, len(self.data_))
-        rows = slice(spec.start, spec.stop)
-        return self._become_shard(spec, group, rows)
+        return self._become_shard(shard, group, whole=True)
 
-    def _become_shard(self, spec, group, rows=None):
-        """Become the sharded denoiser of rows ``spec``, keeping ``data_[rows]`` and ``labels_[rows]``
-        (None: they hold the shard's rows already). Everything is checked first, on every rank
-        together, so a refusal changes nothing: exact for this class and hyper-parameters, a
-        process group, shards that tile the training rows."""
-        error = None
+    def _become_shard(self, shard, group, whole):
+        """Become the sharded denoiser of rows ``shard`` of the fitted set: ``whole``, ``data_`` and
+        ``labels_`` hold every row (then the shard's are kept), else the shard's already. Everything
+        is checked first, on every rank together, so a refusal changes nothing and leaves no rank
+        waiting: fitted, exact for this class and hyper-parameters, a valid shard, a process group,
+        and shards of the same fitted set that tile its rows."""
+        spec = error = None
         try:
+            self._check_fitted()
+            if getattr(self, "_shards", None) is not None:
+                raise ValueError(f"this {type(self).__name__} is already sharded")
             self._check_shardable()
-        except ValueError as err:
+            spec = distributed.as_shard(shard, self.n_samples_seen_)
+        except (ValueError, AttributeError) as err:
             error = err
         collectives = distributed.collectives_after(error, group)
-        collectives.check(spec)
-        if rows is not None:
-            self.data_ = self.data_[rows].clone()
-            self.labels_ = None if self.labels_ is None else self.labels_[rows].clone()
+        collectives.check(spec, self.fingerprint_)
+        if whole:
+            self.data_ = self.data_[spec.start:spec.stop].clone()
+            self.labels_ = None if self.labels_ is None else self.labels_[spec.start:spec.stop].clone()
         if self.class_offsets_ is not None:
             self.class_offsets_ = np.clip(self.class_offsets_ - spec.start, 0, spec.stop - spec.start)
         self._shards, self._cache = (spec, collectives), {}

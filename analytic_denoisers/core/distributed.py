@@ -20,6 +20,7 @@ batch's rows across the ranks instead: :class:`SplitQueries`.
 """
 
 import contextlib
+import hashlib
 import contextvars
 from typing import NamedTuple
 
@@ -59,6 +60,11 @@ def as_shard(shard, total):
     if not (isinstance(shard, tuple) and len(shard) == 2):
         raise ValueError(f"shard must be (rank, world) or slice(start, stop), got {shard!r}")
     return Shard(*even_rows(total, *shard), total)
+
+
+def digest(text):
+    """A number that identifies ``text`` (the first 48 bits of its SHA-256; exact in float64)."""
+    return float(int(hashlib.sha256(str(text).encode()).hexdigest()[:12], 16))
 
 
 def _dist():
@@ -123,10 +129,15 @@ class Collectives:
         mine[self.rank] = torch.tensor(values, dtype=torch.float64)
         return self.total(mine)
 
-    def check(self, shard):
-        """Raise (on every rank) unless the ranks' shards tile the ``shard.total`` rows: each row
-        held by exactly one rank."""
-        rows = sorted((int(a), int(b)) for a, b in self.per_rank([shard.start, shard.stop]).tolist() if b > a)
+    def check(self, shard, fingerprint):
+        """Raise (on every rank) unless the ranks' shards are of the same fitted set (its size and
+        ``fingerprint``) and tile its ``shard.total`` rows: each row held by exactly one rank."""
+        table = self.per_rank([shard.start, shard.stop, shard.total, digest(fingerprint)])
+        if not bool((table[:, 2:] == table[0, 2:]).all()):
+            raise ValueError(f"the {self.world} ranks hold shards of different training sets (sizes "
+                             f"{[int(n) for n in table[:, 2].tolist()]}, or other fingerprints): load the same file "
+                             "on every rank")
+        rows = sorted((int(a), int(b)) for a, b, _, _ in table.tolist() if b > a)
         ends = [0] + [b for _, b in rows]
         if any(a != end for (a, _), end in zip(rows, ends)) or ends[-1] != shard.total:
             raise ValueError(f"the {self.world} ranks' shards {rows} do not cover the {shard.total} training rows "
@@ -143,24 +154,29 @@ class Collectives:
         if failed:
             raise RuntimeError(f"rank(s) {failed} of the group failed (see their error); this rank stops too")
 
-    def check_same(self, *tensors):
+    def check_same(self, *tensors, tags=()):
         """Raise unless every rank passed the same tensors (compared through sums and a weighted
-        sum of their values, and their shapes): a sharded call merges the same queries' sums."""
-        keys = []
+        sum of their values, and their shapes) and the same ``tags`` (numbers, e.g. a
+        :func:`digest` of the hyper-parameters): a sharded call merges the same queries' sums,
+        made by the same machine, in partial sums of the same shapes."""
+        keys = [float(t) for t in tags]
         for t in tensors:
             t = t.detach().to(torch.float64).reshape(-1)
             ramp = torch.linspace(1, 2, len(t), dtype=torch.float64, device=t.device)
             keys += [float(len(t)), float(t.sum()), float((t * ramp).sum())]
         high, low = self.extremes(torch.tensor(keys, dtype=torch.float64))
         if not torch.equal(high, low):
-            raise ValueError("the ranks passed different queries to a sharded denoiser: every rank must denoise "
-                             "the same x, sigma and y; to denoise each rank's own queries, wrap it in "
+            raise ValueError("the ranks passed different queries to a sharded denoiser, or hold it with different "
+                             "hyper-parameters: every rank must denoise the same x, sigma and y with the same "
+                             "denoiser; to denoise each rank's own queries, wrap it in "
                              "analytic_denoisers.core.distributed.GatheredQueries")
 
     def merge_maxima(self, run_max, shapes, count, flag=False):
         """One all-reduce for a softmax merge: the elementwise maximum over ranks of ``run_max``,
         the ``count`` shapes of the partial sums (``shapes`` from a rank that has them, None from a
-        rank with an empty shard; they must agree), and whether any rank raised ``flag``.
+        rank with an empty shard; they must agree), and whether any rank raised ``flag``. The
+        ranks' ``run_max`` must have one shape: the call's :meth:`check_same` of the queries and
+        hyper-parameters ensures it (else the all-reduce itself fails).
 
         Returns ``(merged maximum, shapes, any flag)``."""
         code = torch.full((count, MAX_DIMS + 1), -1.0, dtype=torch.float64)  # -1: unknown here

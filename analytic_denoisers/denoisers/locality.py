@@ -87,8 +87,8 @@ class PCALocalityDenoiser(TrainingSetMixin, BaseEstimator):
         """
         lazy = None
         if is_dask_array(X):
-            labels = None if y is None else torch.as_tensor(y).cpu().numpy()
-            lazy = dask_statistics(X, labels=labels) if y is not None else (*dask_statistics(X), {})
+            by_class = y is not None and self.class_statistics == "class"
+            lazy = dask_statistics(X, labels=torch.as_tensor(y).cpu().numpy()) if by_class else (*dask_statistics(X), {})
             X = X.compute()
         super().fit(X, y)
 

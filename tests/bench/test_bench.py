@@ -141,6 +141,10 @@ def test_zoom_limits():
     assert -3.0 < bottom < 0.9 and 1.0 < top <= 1.01 and below == 1  # one poor point does not set the scale
     assert report.zoom_limits([0.5, 0.5]) == pytest.approx((0.495, 0.505, 0))
     assert report.zoom_limits([]) == (-0.05, 1.02, 0)
+    assert report.zoom_limits([0.5, 0.9]) == pytest.approx((0.48, 0.92, 0))  # few points: none left out
+    dip = [0.99, 0.98, 0.97, 0.95, 0.93, 0.9, 0.86, 0.85, 0.86, 0.9, 0.95, 0.97, 0.98, 0.98]  # one method
+    assert report.zoom_limits(dip)[2] == 0
+    assert report.zoom_limits([1.1, 1.2])[0] < report.zoom_limits([1.1, 1.2])[1]
 
 
 @pytest.mark.parametrize("overrides, match", [

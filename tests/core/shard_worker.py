@@ -43,6 +43,15 @@ def main(rank, world, folder):
         ad.load(spec["files"]["empirical"][0], shard=(0, world))
     except ValueError as err:
         errors["overlap"] = str(err)
+    try:  # the last rank loads a denoiser fitted on other images
+        ad.load(spec["other"] if rank == world - 1 else spec["files"]["empirical"][0], shard=(rank, world))
+    except ValueError as err:
+        errors["other-set"] = str(err)
+    den = ad.load(spec["files"]["ls"][0], shard=(rank, world)).set_params(patch_size=3 + 2 * (rank == 1))
+    try:  # rank 1 with another patch size
+        den.denoise(spec["x"], spec["sigma"])
+    except ValueError as err:
+        errors["other-params"] = str(err)
     x, sigma = spec["x"], spec["sigma"]
     with distributed.across(distributed.Collectives()) as collectives:
         for key, (padding, size, method) in spec["kernels"].items():

@@ -61,8 +61,9 @@ def runs(tmp_path_factory):
     order = torch.argsort(LABELS, stable=True)  # the sharded kernels get rows of the sorted set, like the files
     for key, (padding, size, method) in KERNELS.items():
         single[key] = ad.equivariant_local_score_posterior_mean(x, sigma, data, size, padding=padding, method=method)
+    other = str(ad.EmpiricalOptimalDenoiser().fit(data[1:]).save(folder / "other.h5"))
     torch.save({"x": x, "sigma": sigma, "y": y, "files": files, "kernels": KERNELS, "data": data[order],
-                "shards": SHARDS}, folder / "spec.pt")
+                "shards": SHARDS, "other": other}, folder / "spec.pt")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     procs = [subprocess.Popen([sys.executable, str(WORKER), str(rank), str(world), str(folder)], env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -101,8 +102,9 @@ def test_ranks_passing_other_queries_are_refused(runs, world):
     for result in got[world]:
         errors = dict(result["errors"])
         assert "do not cover the 13 training rows each exactly once" in errors.pop("overlap")
-        assert set(errors) == set(DENOISERS)
-        assert all("same x, sigma and y" in message for message in errors.values())
+        assert "shards of different training sets" in errors.pop("other-set")
+        assert set(errors) == {*DENOISERS, "other-params"}
+        assert all("same x, sigma and y with the same denoiser" in message for message in errors.values())
         assert int(result["out"]["bytes"]) > 0
 
 

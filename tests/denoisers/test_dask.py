@@ -120,5 +120,8 @@ def test_rows_of_unknown_count():
         nothing = da.from_array(X.numpy(), chunks=7)[da.from_array(np.zeros(30, bool), chunks=7)]
         with pytest.raises(ValueError, match="holds no images"):
             ad.GaussianDenoiser().fit(nothing)
-        with pytest.raises(ValueError, match="row chunks known"):
+        with pytest.raises(ValueError, match="row chunks known"):  # class statistics need the labels' blocks
             ad.PCALocalityDenoiser().fit(lazy, torch.zeros(10, dtype=torch.long))
+        glob = ad.PCALocalityDenoiser(class_statistics="global").fit(lazy, torch.arange(10) % 2)  # they do not
+        torch.testing.assert_close(glob.eigvals_, ad.GaussianDenoiser().fit(X[torch.from_numpy(keep)]).eigvals_,
+                                   rtol=0, atol=1e-10)

@@ -17,6 +17,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from . import artifact, distributed
 from .batching import groups
+from .files import dumps
 from .fingerprint import SUMMARY, data_summary, merge_summaries
 from .validation import as_images, as_labels, as_sigma, as_training_images, check_params
 
@@ -95,8 +96,7 @@ class DenoiserMixin:
             raise ValueError(f"a sharded {type(self).__name__} does not propagate gradients across ranks: "
                              "differentiate an unsharded one")
         collectives = shards[1]
-        params = distributed.digest(repr(sorted(self.get_params(deep=False).items())))  # the same machine on every rank
-        collectives.check_same(x, sigma, *(() if y is None else (y,)), tags=(params,))
+        collectives.check_same(x, sigma, *(() if y is None else (y,)), tags=(self._params_digest(),))
         with distributed.across(collectives):
             return self._denoise(x, sigma, y)
 
@@ -289,6 +289,16 @@ class TrainingSetMixin(DenoiserMixin):
             self.class_offsets_ = np.clip(self.class_offsets_ - spec.start, 0, spec.stop - spec.start)
         self._shards, self._cache = (spec, collectives), {}
         return self
+
+    def _params_digest(self):
+        """A number identifying the hyper-parameters, the same in every process: JSON values (numbers,
+        schedules as Tables) by value, anything else (a function of sigma) by its type only."""
+        def text(value):
+            try:
+                return dumps(value)
+            except ValueError:
+                return type(value).__name__
+        return distributed.digest(repr(sorted((k, text(v)) for k, v in self.get_params(deep=False).items())))
 
     def _check_shardable(self):
         """Raise unless a call on a sharded training set is exact for this class and hyper-parameters."""

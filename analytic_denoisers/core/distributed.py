@@ -244,18 +244,16 @@ def across(collectives):
 def mean_rows(rows):
     """``rows.mean(0)`` of rows (M, ...), over every rank's rows in a sharded call (the kernels
     centre on it: every rank must use the same centre)."""
-    collectives = active()
-    if collectives is None:
+    if active() is None:
         return rows.mean(0)
-    flat = rows.flatten(1)
-    sums = collectives.total(torch.cat([flat.sum(0, dtype=torch.float64), flat.new_ones(1, dtype=torch.float64) * len(rows)]))
-    return (sums[:-1] / sums[-1]).to(rows.dtype).reshape(rows.shape[1:])
+    sums, count = sum_over_shards(rows.flatten(1).sum(0, dtype=torch.float64),
+                                  torch.tensor([float(len(rows))], device=rows.device))
+    return (sums / count).to(rows.dtype).reshape(rows.shape[1:])
 
 
 def total_rows(count):
     """``count`` summed over every rank in a sharded call (the whole training set's size), else ``count``."""
-    collectives = active()
-    return count if collectives is None else int(collectives.total(torch.tensor([float(count)]))[0])
+    return int(sum_over_shards(torch.tensor([float(count)]))[0])
 
 
 def sum_over_shards(*tensors):

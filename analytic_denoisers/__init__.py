@@ -37,6 +37,7 @@ from . import analysis, bench, datasets, metrics, registry, scales, testing
 from .core.artifact import FileFormatError
 from .core.contract import DenoiserMixin
 from .core.version import __version__
+from .denoisers.anchored import AnchoredCompositeDenoiser
 from .denoisers.empirical import EmpiricalOptimalDenoiser, NearestNeighbourDenoiser, SmoothedClosedFormDenoiser
 from .denoisers.flex import PatchFlexDenoiser
 from .denoisers.gaussian import GaussianDenoiser
@@ -46,6 +47,7 @@ from .denoisers.mixture import GaussianMixtureDenoiser
 from .denoisers.network import NetworkDenoiser
 from .denoisers.patches import LocalScoreDenoiser, PatchCompositeDenoiser
 from .kernels import moments as stats
+from .kernels.anchored import anchored_composite_posterior_mean
 from .kernels.empirical import empirical_posterior_mean, nearest_training_index, smoothed_posterior_mean
 from .kernels.flex import patch_flex_posterior_mean
 from .kernels.golddiff import golddiff_posterior_mean
@@ -61,6 +63,7 @@ from .sampling.samplers import sample, sample_ddim, sample_ddim_vp, sample_euler
 from .unet.estimator import UNetDenoiser
 
 __all__ = [
+    "AnchoredCompositeDenoiser",
     "DenoiserMixin",
     "EmpiricalOptimalDenoiser",
     "FileFormatError",
@@ -78,6 +81,7 @@ __all__ = [
     "UNetDenoiser",
     "__version__",
     "analysis",
+    "anchored_composite_posterior_mean",
     "bench",
     "datasets",
     "empirical_posterior_mean",

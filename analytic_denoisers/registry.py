@@ -8,6 +8,7 @@ import torch
 from .core.artifact import FileFormatError, read, read_class
 from .core.distributed import SHARDABLE, collectives_after
 from .core.fingerprint import data_fingerprint
+from .denoisers.anchored import AnchoredCompositeDenoiser
 from .denoisers.empirical import EmpiricalOptimalDenoiser, NearestNeighbourDenoiser, SmoothedClosedFormDenoiser
 from .denoisers.flex import PatchFlexDenoiser
 from .denoisers.gaussian import GaussianDenoiser
@@ -32,6 +33,7 @@ METHODS = {
     "golddiff": GoldDiffDenoiser,
     "knn": KNNScoreDenoiser,
     "patch-flex": PatchFlexDenoiser,
+    "anchored-composite": AnchoredCompositeDenoiser,
 }
 
 # every class a saved file may hold, by class name

@@ -169,3 +169,26 @@ def patch_composite_reference(x, sigma, data, size):
                 count[a:a + size, b:b + size] += 1
         out[n] = num / count
     return out
+
+
+def mixture_reference(x, sigma, log_weights, means, eigvals, eigvecs):
+    """Posterior mean with explicit loops over images and components: each component's full
+    covariance ``S = U diag(lam) U^T``, its density ``N(x; mu, S + sigma^2 I)`` from
+    torch.distributions, its filter ``mu + S (S + sigma^2 I)^-1 (x - mu)`` by a linear solve,
+    and a float64 log-sum-exp. Returns the output (x's shape) and the weights (N, K)."""
+    flat = x.double().reshape(len(x), -1)
+    eye = torch.eye(flat.shape[1], dtype=torch.float64)
+    sigma = torch.as_tensor(sigma, dtype=torch.float64).expand(len(x))
+    covs = [(U * lam) @ U.T for lam, U in zip(eigvals, eigvecs)]
+    out, weights = torch.empty_like(flat), torch.empty(len(x), len(means), dtype=torch.float64)
+    for n, (xn, s) in enumerate(zip(flat, sigma)):
+        logits, filtered = [], []
+        for log_w, mean, cov in zip(log_weights, means, covs):
+            noisy = cov + s**2 * eye
+            logits.append(float(log_w) + float(torch.distributions.MultivariateNormal(mean, noisy).log_prob(xn)))
+            filtered.append(mean + cov @ torch.linalg.solve(noisy, xn - mean))
+        top = max(logits)
+        w = [math.exp(v - top) for v in logits]
+        weights[n] = torch.tensor(w, dtype=torch.float64) / sum(w)
+        out[n] = sum(wk * fk for wk, fk in zip(weights[n], filtered))
+    return out.reshape(x.shape), weights

@@ -17,6 +17,7 @@ CASES = {name: (cls, {}) for name, cls in METHODS.items()}
 CASES["els"] = (METHODS["local-score"], dict(patch_size=3, equivariant=True, padding="circular"))
 CASES["bbels"] = (METHODS["local-score"], dict(patch_size=3, equivariant=True, padding="zeros"))
 CASES["gaussian-mixture"] = (METHODS["gaussian-mixture"], dict(n_components=3))  # the suite fits on 5 images
+CASES["anchored-composite"] = (METHODS["anchored-composite"], dict(n_components=3))
 CASES["golddiff"] = (METHODS["golddiff"], dict(k_min=2, k_max=4))  # a real subset of the suite's images
 CASES["knn"] = (METHODS["knn"], dict(n_neighbors=4, n_draws=3))  # approximate: 7 of the suite's images
 CASES["knn-proposal"] = (METHODS["knn"], dict(n_neighbors=4, n_draws=3, sampling="proposal"))

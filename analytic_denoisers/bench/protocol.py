@@ -29,7 +29,8 @@ DEFAULT_PROTOCOL = {
     "reference_params": {},      # NetworkDenoiser parameters for a network reference (bench.reference)
     "methods": list(registry.METHODS),
     # per-method hyper-parameters; a patch_size of "snr" is the data's SNR/resolution schedule
-    "params": {"local-score": {"patch_size": "snr"}, "patch-composite": {"patch_size": "snr"}},
+    "params": {"local-score": {"patch_size": "snr"}, "patch-composite": {"patch_size": "snr"},
+               "anchored-composite": {"patch_size": "snr"}},
     "device": None,              # None: cpu here; the CLI picks cuda when available
     "denoising": {
         "n_images": 32,

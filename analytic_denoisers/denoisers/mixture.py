@@ -16,7 +16,21 @@ from ..kernels.wiener import eigenbasis
 KMEANS_N_INIT = 10  # k-means restarts (k-means++ seeds), the best kept: fixed, not a hyper-parameter
 
 
-class GaussianMixtureDenoiser(DenoiserMixin, BaseEstimator):
+MIXTURE_STATE = ("weights_", "means_", "eigvals_", "eigvecs_")
+
+
+class MixtureState:
+    """The fitted state of a Gaussian mixture (``weights_``, ``means_``, ``eigvals_``,
+    ``eigvecs_``; see :class:`GaussianMixtureDenoiser`) and its kernel arguments."""
+
+    def _mixture_statistics(self, like):
+        """``(log_weights, means, eigvals, eigvecs)`` in ``like``'s dtype and device (cached)."""
+        log_weights = self._derived("log_weights", like,
+                                    lambda: self.weights_.log().to(device=like.device, dtype=like.dtype))
+        return (log_weights,) + tuple(self._fitted_on(n, like) for n in MIXTURE_STATE[1:])
+
+
+class GaussianMixtureDenoiser(MixtureState, DenoiserMixin, BaseEstimator):
     """Exact posterior mean of a Gaussian mixture fitted to clusters of the training images.
 
     The images are split into K groups (k-means clusters, or one group per class label); each
@@ -71,7 +85,7 @@ class GaussianMixtureDenoiser(DenoiserMixin, BaseEstimator):
     """
 
     classes_ = None  # unconditional: labels only group the training images
-    _fitted_state = DenoiserMixin._fitted_state + ("weights_", "means_", "eigvals_", "eigvecs_")
+    _fitted_state = DenoiserMixin._fitted_state + MIXTURE_STATE
     _parameter_constraints = {
         "n_components": [Interval(int, 1)],
         "components": [Options("kmeans", "classes")],
@@ -128,10 +142,5 @@ class GaussianMixtureDenoiser(DenoiserMixin, BaseEstimator):
             labels = kmeans.fit(flat).labels_
         return np.unique(labels, return_inverse=True)[1].reshape(n)  # empty clusters dropped
 
-    def _statistics(self, like):
-        log_weights = self._derived("log_weights", like,
-                                    lambda: self.weights_.log().to(device=like.device, dtype=like.dtype))
-        return (log_weights,) + tuple(self._fitted_on(n, like) for n in ("means_", "eigvals_", "eigvecs_"))
-
     def _denoise(self, x, sigma, y):
-        return gaussian_mixture_posterior_mean(x, sigma, *self._statistics(x))
+        return gaussian_mixture_posterior_mean(x, sigma, *self._mixture_statistics(x))

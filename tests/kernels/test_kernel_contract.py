@@ -4,6 +4,7 @@ image, and a clear error on bad input (the estimators rely on it, so do users wh
 import pytest
 import torch
 
+from analytic_denoisers.kernels.anchored import anchored_composite_posterior_mean
 from analytic_denoisers.kernels.empirical import empirical_posterior_mean, smoothed_posterior_mean
 from analytic_denoisers.kernels.flex import mass_masks, patch_flex_posterior_mean
 from analytic_denoisers.kernels.golddiff import golddiff_posterior_mean
@@ -42,6 +43,8 @@ KERNELS = {  # name -> f(x, sigma, data)
     "patch-flex": lambda x, s, data: patch_flex_posterior_mean(
         x, s, data.flatten(1), lambda sigma: mass_masks(wiener_matrix(sigma, BASIS.eigvals, BASIS.eigvecs).abs(), 0.5)),
     "sigma-cfdm": lambda x, s, data: smoothed_posterior_mean(x, s, data.flatten(1), NOISE, 0.2),
+    "anchored-composite": lambda x, s, data: anchored_composite_posterior_mean(
+        x, s, data, lambda sigma: 2 if sigma < 1 else 4, MIXTURE, 0.5),
 }
 STATISTICS_ONLY = ("gaussian", "gaussian-mixture")  # kernels that read no training images
 

@@ -9,7 +9,7 @@ import torch
 
 from analytic_denoisers.kernels.mixture import gaussian_mixture_posterior_mean
 from analytic_denoisers.kernels.wiener import gaussian_posterior_mean
-from references import SIGMAS, randn
+from references import SIGMAS, mixture_reference, randn
 
 D_SHAPE = (1, 3, 3)
 D = math.prod(D_SHAPE)
@@ -52,29 +52,6 @@ def mixture_queries(mixture, sigma, n=6, seed=1):
     x0 = means[k] + torch.einsum("ndr,nr->nd", eigvecs[k], eigvals[k].sqrt() * randn(n, eigvals.shape[1], seed=seed))
     sigma = torch.as_tensor(sigma, dtype=torch.float64).expand(n)
     return (x0 + sigma[:, None] * randn(n, D, seed=seed + 1)).reshape(n, *D_SHAPE)
-
-
-def mixture_reference(x, sigma, log_weights, means, eigvals, eigvecs):
-    """Posterior mean with explicit loops over images and components: each component's full
-    covariance ``S = U diag(lam) U^T``, its density ``N(x; mu, S + sigma^2 I)`` from
-    torch.distributions, its filter ``mu + S (S + sigma^2 I)^-1 (x - mu)`` by a linear solve,
-    and a float64 log-sum-exp. Returns the output (N, 1, 3, 3) and the weights (N, K)."""
-    flat = x.double().reshape(len(x), -1)
-    sigma = torch.as_tensor(sigma, dtype=torch.float64).expand(len(x))
-    eye = torch.eye(D, dtype=torch.float64)
-    covs = [(U * lam) @ U.T for lam, U in zip(eigvals, eigvecs)]
-    out, weights = torch.empty_like(flat), torch.empty(len(x), len(means), dtype=torch.float64)
-    for n, (xn, s) in enumerate(zip(flat, sigma)):
-        logits, filtered = [], []
-        for log_w, mean, cov in zip(log_weights, means, covs):
-            noisy = cov + s**2 * eye
-            logits.append(float(log_w) + float(torch.distributions.MultivariateNormal(mean, noisy).log_prob(xn)))
-            filtered.append(mean + cov @ torch.linalg.solve(noisy, xn - mean))
-        top = max(logits)
-        w = [math.exp(v - top) for v in logits]
-        weights[n] = torch.tensor(w, dtype=torch.float64) / sum(w)
-        out[n] = sum(wk * fk for wk, fk in zip(weights[n], filtered))
-    return out.reshape(x.shape), weights
 
 
 @pytest.mark.parametrize("name", MIXTURES)

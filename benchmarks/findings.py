@@ -138,6 +138,10 @@ def findings_for(label, bench, analyses, reference):
 
 
 NOTES = [  # what the table cannot say: definitions and the reasons behind the verdicts
+    "**The references** are small UNets (the default one, and one trained by the same command on the first 10,000 "
+    "MNIST training images; both pass the bench's quality gate) that do not memorise: their samples lie farther "
+    "from the nearest training image than held-out test images do (`benchmarks/memorisation.py`, "
+    "`memorisation-fashion-mnist-10k.md`, `mnist/memorisation-mnist-10k.md`).",
     "**Score variance** (Wang & Vastola): our reading of their fraction of variance explained, pooled over the "
     "bench's 32 held-out noisy test images: `1 - Σ‖s_net - s_G‖² / Σ‖s_net - mean s_net‖²`, the Gaussian fitted on the "
     "same 10,000 training images. The claim holds from σ ≈ 2 (MNIST) or σ ≈ 5 (Fashion-MNIST) up, not from 0.5: "

@@ -2,7 +2,7 @@
 
 Fits every denoiser on the shipped default training subset (10,000 Fashion-MNIST images); the
 patch sizes of the LS / ELS / bbELS machines and the PSPC crops follow the data-derived SNR
-rule (``ad.scales.snr_resolution_schedule``); every other method has its default hyper-parameters
+rule (``ad.scales.snr_resolution_schedule``), as do the anchored composite's; every other method has its default hyper-parameters
 (PCA-locality threshold 0.005, GoldDiff 0.02, PSPC-Flex the Wiener rows with the published
 CIFAR-10 mass schedule):
 
@@ -46,6 +46,7 @@ def main():
         "bbELS": ad.LocalScoreDenoiser(patch_size=sizes, equivariant=True, padding="zeros"),
         "PSPC": ad.PatchCompositeDenoiser(patch_size=sizes),
         "PSPC-Flex (Wiener)": ad.PatchFlexDenoiser(),
+        "anchored (PSPC + GMM)": ad.AnchoredCompositeDenoiser(patch_size=sizes),
     }
     for den in methods.values():
         den.fit(X)

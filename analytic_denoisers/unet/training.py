@@ -6,10 +6,7 @@ it stopped and, on the CPU, ends with the same weights as an uninterrupted run (
 kernels are not deterministic, so on a GPU it ends close to them).
 """
 
-import contextlib
 import csv
-import signal
-import threading
 import time
 from pathlib import Path
 
@@ -79,10 +76,8 @@ class Training:
         self.start = time.perf_counter() - self.seconds
         bar = tqdm(total=est.steps, initial=min(self.step, est.steps), disable=not progress,
                    desc="training UNet", unit="step")
-        with bar, _ctrl_c_between_steps() as interrupted:
+        with bar:
             while self.step < est.steps:
-                if interrupted():
-                    raise KeyboardInterrupt
                 for group in self.optimizer.param_groups:
                     group["lr"] = self.lr_at(self.step)
                 batch = X[torch.randint(len(X), (est.batch_size,), generator=self.generator,
@@ -165,24 +160,3 @@ class Training:
         self.rng_state = state["generator"]
         self.step, self.seconds, self.log = state["step"], state["seconds"], [list(r) for r in state["log"]]
         self.running = list(state.get("running", [0.0, 0]))
-
-
-@contextlib.contextmanager
-def _ctrl_c_between_steps():
-    """Yield ``interrupted()``: True once Ctrl-C (SIGINT) arrived; the training loop then raises
-    KeyboardInterrupt between two steps.
-
-    Python's own handler raises KeyboardInterrupt wherever the main thread happens to be, and one
-    raised inside a finaliser is printed and lost: Ctrl-C would then not stop training. A handler
-    that only sets a flag cannot be lost. Only in the main thread and over Python's default
-    handler (a handler someone else installed is left alone); the handler is restored after."""
-    pressed = threading.Event()
-    own = threading.current_thread() is threading.main_thread() and \
-        signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    if own:
-        signal.signal(signal.SIGINT, lambda signum, frame: pressed.set())
-    try:
-        yield pressed.is_set
-    finally:
-        if own:
-            signal.signal(signal.SIGINT, signal.default_int_handler)

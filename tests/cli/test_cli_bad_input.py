@@ -68,7 +68,10 @@ def test_ctrl_c_in_train_unet_exits_130_and_names_the_checkpoint(tmp_path):
     command = [sys.executable, "-m", "analytic_denoisers", "train-unet", "--steps", "100000", "--limit", "64",
                "--batch-size", "8", "--param", "base_channels=8", "--checkpoint-every", "3",
                "-o", str(tmp_path / "u.h5")]
-    proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    # SIGINT back to its default in the child: a shell starts background jobs with it ignored, and
+    # Python then installs no KeyboardInterrupt handler, so Ctrl-C could not reach the training
+    proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while not checkpoint.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)  # training runs once the first periodic checkpoint is written

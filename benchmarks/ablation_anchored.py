@@ -29,7 +29,7 @@ from analytic_denoisers import metrics
 from analytic_denoisers.bench.protocol import DEFAULT_REFERENCE
 from analytic_denoisers.core.noise import seeded_noise
 from analytic_denoisers.scales import snr_resolution_schedule
-from common import markdown_table, report_header, write_report
+from common import add_data_options, markdown_table, report_header, training_images, write_report
 
 # (label, weight, n_components, largest crop side or None) in the order of the table
 CONFIGURATIONS = [
@@ -59,15 +59,12 @@ def capped(schedule, cap):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dataset", default="default")
-    parser.add_argument("--root")
-    parser.add_argument("--limit", type=int, help="fit on the first LIMIT training images")
-    parser.add_argument("--reference", default=str(DEFAULT_REFERENCE), help="the reference denoiser (.h5)")
+    add_data_options(parser, DEFAULT_REFERENCE)
     parser.add_argument("-n", "--samples", type=int, default=32, help="seeds 0 .. n - 1 (default 32)")
     parser.add_argument("-o", "--out", help="markdown report (a .json with the numbers is written beside it)")
     args = parser.parse_args()
 
-    X = ad.datasets.load(args.dataset, "train", root=args.root, progress=False)[:args.limit]
+    X = training_images(args)
     sigmas = ad.schedules.karras(10, 0.002, 80.0, 7.0)
     snr = snr_resolution_schedule(X, sigmas[:-1])
     noise = seeded_noise(range(args.samples), X.shape[1:])

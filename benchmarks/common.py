@@ -51,6 +51,19 @@ def fashion_mnist_inputs(root, batch):
     return X, test, seeded_noise(range(batch), test.shape[1:])
 
 
+def add_data_options(parser, default_reference):
+    """``--dataset``, ``--root``, ``--limit`` (the first LIMIT training images) and ``--reference``."""
+    parser.add_argument("--dataset", default="default")
+    parser.add_argument("--root")
+    parser.add_argument("--limit", type=int, help="the first LIMIT training images (the reference's own)")
+    parser.add_argument("--reference", default=str(default_reference), help="the reference denoiser (.h5)")
+
+
+def training_images(args):
+    """The training images that ``add_data_options`` chose."""
+    return ad.datasets.load(args.dataset, "train", root=args.root, progress=False)[:args.limit]
+
+
 def write_report(lines, out=None):
     """Print the markdown report and, if ``out`` is given, write it there."""
     text = "\n".join(lines) + "\n"

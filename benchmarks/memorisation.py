@@ -19,7 +19,7 @@ import torch
 import analytic_denoisers as ad
 from analytic_denoisers.bench.protocol import DEFAULT_REFERENCE
 from analytic_denoisers.core.noise import seeded_noise
-from common import markdown_table, report_header, write_report
+from common import add_data_options, markdown_table, report_header, training_images, write_report
 
 COPY_RATIO = 1 / 3
 
@@ -44,14 +44,11 @@ def summary(label, d1, d2):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dataset", default="default")
-    parser.add_argument("--root")
-    parser.add_argument("--limit", type=int, help="the network's training images: the first LIMIT")
-    parser.add_argument("--reference", default=str(DEFAULT_REFERENCE))
+    add_data_options(parser, DEFAULT_REFERENCE)
     parser.add_argument("-n", type=int, default=64, help="samples and held-out images (default 64)")
     parser.add_argument("-o", "--out")
     args = parser.parse_args()
-    X = ad.datasets.load(args.dataset, "train", root=args.root, progress=False)[:args.limit]
+    X = training_images(args)
     test = ad.datasets.load(args.dataset, "test", root=args.root, progress=False)[:args.n]
     with torch.no_grad():
         samples = ad.sample(ad.load(args.reference), seeded_noise(range(args.n), X.shape[1:]),

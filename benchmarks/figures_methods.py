@@ -1,10 +1,10 @@
 """README figure: the same noisy test images denoised by every method at three sigmas.
 
 Fits every denoiser on the shipped default training subset (10,000 Fashion-MNIST images); the
-patch sizes of the LS / ELS / bbELS machines and the PSPC crops follow the data-derived SNR
-rule (``ad.scales.snr_resolution_schedule``), as do the anchored composite's; every other method has its default hyper-parameters
-(PCA-locality threshold 0.005, GoldDiff 0.02, PSPC-Flex the Wiener rows with the published
-CIFAR-10 mass schedule):
+patch sizes of the LS / ELS / bbELS machines and the crops of PSPC and the anchored composite
+follow the data-derived SNR rule (``ad.scales.snr_resolution_schedule``); every other method has
+its default hyper-parameters (PCA-locality threshold 0.005, GoldDiff 0.02, PSPC-Flex the Wiener
+rows with the published CIFAR-10 mass schedule):
 
     python benchmarks/figures_methods.py --out docs/figures
 """

@@ -65,7 +65,7 @@ def verdict(ok, partly=False):
     return "reproduced" if ok else ("partly" if partly else "not reproduced")
 
 
-def findings_for(label, bench, analyses, reference):
+def findings_for(bench, analyses, reference):
     """{claim key: (our number as text, verdict, why)} for one dataset."""
     rows = {}
     n = bench["protocol"]["sampling"]["n_samples"]
@@ -168,20 +168,19 @@ NOTES = [  # what the table cannot say: definitions and the reasons behind the v
     "where its samples are about as crisp as the UNet's (`anchored-composite/README.md`).",
 ]
 
-CLAIMS = [  # key, paper, claim, where our number comes from
+CLAIMS = [  # key, paper, claim
     ("wv-score", "Wang & Vastola (arXiv 2311.10892)",
-     "the Gaussian score explains ≥ 0.96 of the network's score variance for σ ≥ 0.5", "this script"),
-    ("wv-teleport", "Wang & Vastola (arXiv 2311.10892)", "the first 15–30% of the steps can be teleported", "teleport"),
+     "the Gaussian score explains ≥ 0.96 of the network's score variance for σ ≥ 0.5"),
+    ("wv-teleport", "Wang & Vastola (arXiv 2311.10892)", "the first 15–30% of the steps can be teleported"),
     ("luk-r2", "Lukoianov et al. (arXiv 2509.09672)", "PCA-locality above Wiener and the empirical denoiser in "
-     "sample r²", "bench"),
-    ("luk-jacobian", "Lukoianov et al. (arXiv 2509.09672)", "the network's Jacobian rows resemble the Wiener rows",
-     "locality"),
-    ("kamb", "Kamb & Ganguli (arXiv 2412.20292)", "ELS / LS above the ideal-score baseline in median r", "bench"),
-    ("niedoba", "Niedoba et al. (arXiv 2411.19339)", "PSPC above the empirical, Gaussian and CFDM baselines", "bench"),
-    ("golddiff", "GoldDiff (arXiv 2602.16498)", "GoldDiff ≥ PCA-locality at a fraction of the cost", "bench"),
-    ("hwang", "Hwang et al. (arXiv 2401.10247)", "coarse bands generated before fine ones", "chromatography"),
+     "sample r²"),
+    ("luk-jacobian", "Lukoianov et al. (arXiv 2509.09672)", "the network's Jacobian rows resemble the Wiener rows"),
+    ("kamb", "Kamb & Ganguli (arXiv 2412.20292)", "ELS / LS above the ideal-score baseline in median r"),
+    ("niedoba", "Niedoba et al. (arXiv 2411.19339)", "PSPC above the empirical, Gaussian and CFDM baselines"),
+    ("golddiff", "GoldDiff (arXiv 2602.16498)", "GoldDiff ≥ PCA-locality at a fraction of the cost"),
+    ("hwang", "Hwang et al. (arXiv 2401.10247)", "coarse bands generated before fine ones"),
     ("anchored", "this package (issue 16)", "the anchored patch composite beats every other method by ≥ 0.02 "
-     "final-sample R² (and in median r)", "bench"),
+     "final-sample R² (and in median r)"),
 ]
 
 
@@ -197,7 +196,7 @@ def main():
         bench = load_json(Path(bench_dir) / "results.json")
         path = bench["reference"]["path"]
         reference = path if os.path.exists(path) else args.mnist_reference
-        cases.append((label, bench_dir, bench, findings_for(label, bench, Path(analyses), reference)))
+        cases.append((label, bench_dir, bench, findings_for(bench, Path(analyses), reference)))
     lines = report_header("The papers' findings, checked")
     lines += ["Each row: the paper's claim, our number on each dataset and whether it is reproduced, and why. "
               "Sources, with the commands that made them:", ""]
@@ -207,7 +206,7 @@ def main():
     lines.append("")
     header = ["paper", "claim"] + [f"{label}: ours" for label, *_ in cases] + [f"{label}" for label, *_ in cases]
     rows = []
-    for key, paper, claim, source in CLAIMS:
+    for key, paper, claim in CLAIMS:
         ours = [f"{c[3][key][0]} ({c[3][key][2]})" for c in cases]
         rows.append([paper, claim] + ours + [c[3][key][1] for c in cases])
     lines += markdown_table(header, rows)

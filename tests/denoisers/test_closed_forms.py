@@ -7,7 +7,8 @@ from analytic_denoisers.registry import METHODS
 from references import tiny_images
 
 
-ONE_IMAGE = {"gaussian-mixture": {"n_components": 1}, "anchored-composite": {"n_components": 1}}  # what one image allows
+# what a one-image set allows
+ONE_IMAGE = {"gaussian-mixture": {"n_components": 1}, "anchored-composite": {"n_components": 1}}
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))

@@ -36,6 +36,14 @@ METHODS = {
     "anchored-composite": AnchoredCompositeDenoiser,
 }
 
+# named configurations of a method, accepted wherever a method name is: name -> (method, params);
+# the default benchmark leaves them out (exact ELS costs O(N (HW)^2 P^2) per image and call)
+VARIANTS = {
+    "els": ("local-score", {"equivariant": True, "padding": "circular"}),  # Kamb & Ganguli's ELS machine
+    "bbels": ("local-score", {"equivariant": True, "padding": "zeros"}),   # their boundary-broken ELS
+}
+NAMES = [*METHODS, *VARIANTS]
+
 # every class a saved file may hold, by class name
 CLASSES = {cls.__name__: cls for cls in [*METHODS.values(), UNetDenoiser, NetworkDenoiser]}
 
@@ -48,16 +56,26 @@ DATASET_DEFAULTS = {
 }
 
 
-def make(name, dataset=None, **params):
-    """A new, unfitted estimator of the method called ``name`` with hyper-parameters ``params``.
+def method_of(name):
+    """``(method, preset params)`` of a name of :data:`METHODS` or :data:`VARIANTS`."""
+    if name in VARIANTS:
+        method, preset = VARIANTS[name]
+        return method, dict(preset)
+    if name in METHODS:
+        return name, {}
+    raise ValueError(f"unknown method {name!r}; choose one of {sorted(NAMES)}")
 
-    ``dataset`` (a name of :mod:`analytic_denoisers.datasets`), if given, fills in the
-    per-dataset defaults of ``DATASET_DEFAULTS``; explicit ``params`` win.
+
+def make(name, dataset=None, **params):
+    """A new, unfitted estimator of the method (or variant) called ``name`` with ``params``.
+
+    A variant (:data:`VARIANTS`, e.g. ``"els"``) is its method with the variant's preset
+    hyper-parameters. ``dataset`` (a name of :mod:`analytic_denoisers.datasets`), if given, fills
+    in the per-dataset defaults of ``DATASET_DEFAULTS``; explicit ``params`` win over both.
     """
-    if name not in METHODS:
-        raise ValueError(f"unknown method {name!r}; choose one of {sorted(METHODS)}")
-    check_param_names(METHODS[name], params, name)
-    return METHODS[name](**{**DATASET_DEFAULTS.get((name, dataset), {}), **params})
+    method, preset = method_of(name)
+    check_param_names(METHODS[method], params, name)
+    return METHODS[method](**{**DATASET_DEFAULTS.get((method, dataset), {}), **preset, **params})
 
 
 def check_param_names(cls, names, what=None):

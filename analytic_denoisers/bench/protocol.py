@@ -9,6 +9,7 @@ import torch
 
 from .. import datasets, registry
 from ..core.validation import Interval, Options, Sequence, check_scalar, check_sigmas
+from ..metrics import METRICS
 from ..sampling import schedules
 from ..sampling.samplers import get_sampler
 
@@ -28,9 +29,11 @@ DEFAULT_PROTOCOL = {
     "reference": None,           # a .h5, a diffusers folder or MODULE:FACTORY; None: the shipped UNet for "default"
     "reference_params": {},      # NetworkDenoiser parameters for a network reference (bench.reference)
     "methods": list(registry.METHODS),
-    # per-method hyper-parameters; a patch_size of "snr" is the data's SNR/resolution schedule
-    "params": {"local-score": {"patch_size": "snr"}, "patch-composite": {"patch_size": "snr"},
-               "anchored-composite": {"patch_size": "snr"}},
+    # per-method hyper-parameters (methods or variants, registry.NAMES): a patch_size of "snr" is
+    # the data's SNR/resolution schedule; a value "calibrated" is chosen per sampling sigma
+    # against the reference (the "calibration" section)
+    "params": {name: {"patch_size": "snr"} for name in
+               ("local-score", "els", "bbels", "patch-composite", "anchored-composite")},
     "device": None,              # None: cpu here; the CLI picks cuda when available
     "denoising": {
         "n_images": 32,
@@ -52,9 +55,16 @@ DEFAULT_PROTOCOL = {
         "single": False,         # also the one-step variant: the reference's x̂0 at each method's own states
     },
     "gate": {"n_images": 500, "sigmas": [0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0], "seed": 2_000_000},
+    # for hyper-parameters set to "calibrated": at each sigma of the sampling grid, the candidate
+    # whose outputs best match the reference's (scales.calibrate) on n_images held-out test
+    # images that follow the denoising ones, noised with seeds seed, seed + 1, ...
+    "calibration": {"n_images": 4, "seed": 3_000_000, "metric": "mse",
+                    "candidates": {"patch_size": list(range(3, 29, 2))}},
 }
+CALIBRATED = "calibrated"
 # sections whose keys are free (merged as given) rather than checked against the defaults
 FREE_SECTIONS = ("reference_params", "params")
+FREE_SUBSECTIONS = ("candidates",)  # replaced as a whole, key by key
 
 
 def shipped_protocols():
@@ -113,6 +123,10 @@ def _merge(protocol, layer, where):
                     raise ValueError(f"params of {name!r} must be an object, got {item!r}")
                 else:
                     protocol[key].setdefault(name, {}).update(copy.deepcopy(item))
+        elif key in FREE_SUBSECTIONS and where:
+            if not isinstance(value, dict):
+                raise ValueError(f"protocol section {where + key!r} must be an object, got {value!r}")
+            protocol[key].update(copy.deepcopy(value))
         elif isinstance(protocol[key], dict):
             _merge(protocol[key], value, f"{where}{key}.")
         else:
@@ -120,14 +134,28 @@ def _merge(protocol, layer, where):
 
 
 def _check_protocol(p):
-    unknown = [m for m in p["methods"] if m not in registry.METHODS]
-    if unknown or not p["methods"]:
-        raise ValueError(f"methods must be a non-empty list of {sorted(registry.METHODS)}, got {p['methods']!r}")
-    stray = set(p["params"]) - set(registry.METHODS)
+    unknown = [m for m in p["methods"] if m not in registry.NAMES]
+    if unknown or not p["methods"] or len(set(p["methods"])) < len(p["methods"]):
+        raise ValueError(f"methods must be a non-empty list of distinct names of {sorted(registry.NAMES)}, "
+                         f"got {p['methods']!r}")
+    stray = set(p["params"]) - set(registry.NAMES)
     if stray:
         raise ValueError(f"params given for unknown methods {sorted(stray)}")
-    for method, params in p["params"].items():
-        registry.check_param_names(registry.METHODS[method], params, method)
+    for name, params in p["params"].items():
+        registry.check_param_names(registry.METHODS[registry.method_of(name)[0]], params, name)
+    cal = p["calibration"]
+    check_scalar(cal["n_images"], "calibration.n_images", POSITIVE_INT)
+    check_scalar(cal["seed"], "calibration.seed", Interval(int, 0))
+    check_scalar(cal["metric"], "calibration.metric", Options(*METRICS))
+    for name in p["methods"]:
+        for key, value in p["params"].get(name, {}).items():
+            if value == CALIBRATED and key not in cal["candidates"]:
+                raise ValueError(f"{name}.{key}={CALIBRATED!r} needs candidates: set calibration.candidates.{key} "
+                                 f"(candidates are given for {sorted(cal['candidates'])})")
+    for key, values in cal["candidates"].items():
+        check_scalar(values, f"calibration.candidates.{key}", Sequence(Interval(float)))
+        if not values:
+            raise ValueError(f"calibration.candidates.{key} is empty")
     check_scalar(p["train_limit"], "train_limit", POSITIVE_INT, None)
     for key in ("sigma_min", "sigma_max", "rho"):
         check_scalar(p["sampling"][key], f"sampling.{key}", POSITIVE)

@@ -146,6 +146,7 @@ def markdown(results, command=None):
                     + [[name, _fmt(e["fit_seconds"], 2), _fmt(e["fit_peak_mib"], 1),
                         _fmt(statistics.median(r["seconds_per_call"] for r in e["by_sigma"]), 3),
                         e["batch_size"], _fmt(e["denoise_peak_mib"], 1)] for name, e in den["methods"].items()])
+    lines += _calibration_lines(p, den)
     sp = p["sampling"]
     lines += ["## Sampler agreement", "",
               f"{sp['n_samples']} samples from shared seeded noise (seeds {sp['seed']}…), {grid_text(sp, smp)}, "
@@ -167,6 +168,29 @@ def markdown(results, command=None):
                      for name, e in smp["methods"].items()])
     lines += ["![final samples](samples.png)", "", "![metrics against sigma](metrics.png)", ""]
     return "\n".join(lines)
+
+
+def _calibration_lines(p, den):
+    """The calibrated hyper-parameters per sigma (and the SNR rule's patch size beside them)."""
+    records = {(name, key): record for name, e in den["methods"].items()
+               for key, record in e.get("calibration", {}).items()}
+    if not records:
+        return []
+    cal = p["calibration"]
+    first = next(iter(records.values()))
+    snr = next((r["snr_rule"] for r in records.values() if "snr_rule" in r), None)
+    lines = ["## Calibrated hyper-parameters", "",
+             f"At each sigma of the sampling grid, the candidate whose outputs best match the reference's "
+             f"({cal['metric']}, mean over {first['n_images']} held-out test images that follow the denoising "
+             f"ones, noise seeds {cal['seed']}…), as `scales.calibrate` picks it; a call at any other sigma "
+             "uses the nearest level's value (in log sigma). Candidates: "
+             + "; ".join(f"{key} {cands}" for key, cands in cal["candidates"].items())
+             + (". Beside them, the patch size of the data's SNR rule (`\"snr\"`)." if snr else "."), ""]
+    header = ["σ"] + [f"{name} {key}" for name, key in records] + (["SNR rule"] if snr else [])
+    rows = [[f"{sigma:.4g}"] + [r["chosen"][i] for r in records.values()] + ([snr[i]] if snr else [])
+            for i, sigma in enumerate(first["sigmas"])]
+    rows.append(["seconds"] + [_fmt(r["seconds"], 1) for r in records.values()] + ([""] if snr else []))
+    return lines + _table(header, rows)
 
 
 def _mean_over_steps(entry, key):

@@ -12,9 +12,10 @@ from ..core.files import to_jsonable
 from ..core.fingerprint import data_fingerprint
 from ..core.noise import seeded_noise
 from ..sampling.samplers import CountingDenoiser, sample, sample_ddim_vp
+from ..scales.calibration import calibrate
 from ..scales.rules import snr_resolution_schedule
 from .measure import PeakMemory, environment, timed
-from .protocol import make_protocol, reference_path, sampling_grid
+from .protocol import CALIBRATED, make_protocol, reference_path, sampling_grid
 from .reference import open_reference
 
 
@@ -172,7 +173,9 @@ def run(protocol=None, *, reference=None, progress=True, log=print, collectives=
         log(f"WARNING: the reference's timesteps cover sigma {trained[0]:.4g} ... {trained[1]:.4g}; the protocol's "
             f"sigmas {', '.join(f'{s:.4g}' for s in outside)} lie outside and get its nearest end timestep")
 
-    fitted, fits = _fit_methods(p, X, levels, device, progress, log)
+    calibration = {"images": X_test[den_p["n_images"]:den_p["n_images"] + p["calibration"]["n_images"]],
+                   "sigmas": grid["sigmas"][:-1], "reference": ref, **p["calibration"]}
+    fitted, fits = _fit_methods(p, X, levels, calibration, device, progress, log)
     # the gate's Gaussian has default hyper-parameters (a protocol's rank=5 must not weaken it)
     gaussian = fitted["gaussian"] if "gaussian" in fitted and not p["params"].get("gaussian") else \
         registry.make("gaussian").fit(X)
@@ -199,18 +202,45 @@ def run(protocol=None, *, reference=None, progress=True, log=print, collectives=
     }
 
 
-def _fit_methods(p, X, levels, device, progress, log):
-    """Fit every method of the protocol on X: (estimators, fit records) by method name."""
+def _fit_methods(p, X, levels, calibration, device, progress, log):
+    """Fit every method of the protocol on X, then calibrate its ``"calibrated"`` hyper-parameters
+    (:func:`_calibrate`): (estimators, fit records) by method name."""
     fitted, fits = {}, {}
     for name in tqdm(p["methods"], desc="fitting", disable=not progress):
         params = _resolve_params(p["params"].get(name, {}), X.cpu(), levels)
-        est = registry.make(name, dataset=p["dataset"], **params)
+        calibrated = [key for key, value in params.items() if value == CALIBRATED]
+        est = registry.make(name, dataset=p["dataset"], **{k: v for k, v in params.items() if k not in calibrated})
         with PeakMemory(device) as mem:
             _, seconds = timed(lambda: est.fit(X), device)
         fitted[name] = est
-        fits[name] = {"params": to_jsonable(est.get_params()), "fit_seconds": seconds, "fit_peak_mib": mem.peak_mib}
+        fits[name] = {"fit_seconds": seconds, "fit_peak_mib": mem.peak_mib}
         log(f"fitted {name} in {seconds:.1f} s")
+        if calibrated:
+            fits[name]["calibration"] = _calibrate(est, name, calibrated, X, calibration, device, progress, log)
+        fits[name]["params"] = to_jsonable(est.get_params())
     return fitted, fits
+
+
+def _calibrate(est, name, keys, X, calibration, device, progress, log):
+    """Set each hyper-parameter of ``keys`` to the schedule that :func:`~analytic_denoisers.scales.calibrate`
+    picks against the reference at the sampling grid's sigmas; returns its record per key (with
+    the SNR rule's patch sizes at the same sigmas beside a calibrated ``patch_size``)."""
+    images, sigmas = calibration["images"], calibration["sigmas"]
+    if len(images) == 0:
+        raise ValueError(f"calibrating {name} needs held-out test images after those of the denoising "
+                         "agreement; the test split has none left (lower denoising.n_images)")
+    records = {}
+    for key in keys:
+        result, seconds = timed(lambda: calibrate(
+            est, key, calibration["candidates"][key], calibration["reference"], images, sigmas,
+            metric=calibration["metric"], seed=calibration["seed"], progress=progress), device)
+        est.set_params(**{key: result.schedule})
+        records[key] = {**result.to_dict(), "n_images": len(images), "seconds": seconds}
+        if key == "patch_size":
+            snr = snr_resolution_schedule(X.cpu(), sigmas)
+            records[key]["snr_rule"] = [snr(float(s)) for s in sigmas]
+        log(f"calibrated {name}.{key} in {seconds:.1f} s: {records[key]['chosen']}")
+    return records
 
 
 def _denoiser_agreement(ref, fitted, fits, x0, den_p, device, progress):

@@ -24,8 +24,16 @@ def add_parser(sub):
                                       f"one: {', '.join(bench.shipped_protocols())}")
     options.add_data(p, split=False, default=None, limit_help="fit on the first LIMIT training images only")
     options.add_reference(p)
-    p.add_argument("--methods", help=f"comma-separated, from {','.join(sorted(registry.METHODS))} (default: all)")
-    options.add_params(p, 'pca-locality.threshold=0.02; patch_size="snr" is the SNR schedule', per_method=True)
+    p.add_argument("--methods", help=f"comma-separated, from {','.join(sorted(registry.NAMES))} (default: "
+                                     f"{','.join(registry.METHODS)})")
+    options.add_params(p, 'pca-locality.threshold=0.02; patch_size="snr" is the SNR schedule, '
+                          'els.patch_size="calibrated" calibrates it against the reference', per_method=True)
+    group = p.add_argument_group("calibration (of hyper-parameters set to \"calibrated\")")
+    group.add_argument("--calibration-images", type=options.positive_int,
+                       help="held-out test images, after the denoising ones (default 4)")
+    group.add_argument("--calibration-candidates", type=options.key_value, action="append", default=[],
+                       metavar="KEY=LIST", help="candidates of a hyper-parameter, e.g. patch_size=[3,5,7] "
+                                                "(default patch_size=[3,5,...,27]; repeatable)")
     group = p.add_argument_group("denoiser agreement")
     group.add_argument("--n-images", type=options.positive_int, help="test images (default 32)")
     group.add_argument("--sigmas", type=options.number_list(float), help="comma-separated sigma grid")
@@ -67,7 +75,9 @@ def overrides(args):
                                  schedule=args.schedule, sigmas=args.sampling_sigmas, sigma_min=args.sigma_min,
                                  sigma_max=args.sigma_max, rho=args.rho, clip_sample=args.clip_sample,
                                  final=args.final, single=args.single, clamp_unit=args.clamp_unit),
-                "gate": dict(n_images=args.gate_images, sigmas=args.gate_sigmas)}
+                "gate": dict(n_images=args.gate_images, sigmas=args.gate_sigmas),
+                "calibration": dict(n_images=args.calibration_images,
+                                    candidates=dict(args.calibration_candidates) or None)}
     if args.sampling_sigmas and not args.schedule:
         sections["sampling"]["schedule"] = "sigmas"
     if args.timestep_spacing:

@@ -13,7 +13,8 @@ LOCAL_SCHEDULERS = ("threads", "processes", "synchronous")
 def add_parser(sub):
     p = sub.add_parser("fit", help="fit a denoiser on a dataset and save it as HDF5",
                        description="Fit a denoiser on a dataset and save it (HDF5).")
-    p.add_argument("method", choices=sorted(registry.METHODS), help="which denoiser")
+    p.add_argument("method", choices=sorted(registry.NAMES), help="which denoiser (els and bbels are local-score "
+                                                                   "with equivariant patches)")
     options.add_data(p)
     p.add_argument("--labels", action="store_true", help="fit a class-conditional denoiser (methods that support it)")
     options.add_params(p, "rank=64")

@@ -27,6 +27,20 @@ def test_make_gives_the_registered_class(name):
     assert type(est) is registry.METHODS[name] and registry.CLASSES[type(est).__name__] is type(est)
 
 
+def test_variants_are_their_method_with_presets_that_explicit_params_override():
+    els, bbels = registry.make("els"), registry.make("bbels", patch_size=7)
+    assert type(els) is type(bbels) is registry.METHODS["local-score"]
+    assert (els.equivariant, els.padding) == (True, "circular")
+    assert (bbels.equivariant, bbels.padding, bbels.patch_size) == (True, "zeros", 7)
+    assert registry.make("els", padding="zeros").padding == "zeros"
+    assert registry.method_of("bbels") == ("local-score", {"equivariant": True, "padding": "zeros"})
+    assert set(registry.NAMES) == set(registry.METHODS) | {"els", "bbels"}
+    with pytest.raises(ValueError, match=r"unknown hyper-parameters \['rank'\] of els"):
+        registry.make("els", rank=3)
+    with pytest.raises(ValueError, match="choose one of .*'bbels'"):
+        registry.method_of("ELS")
+
+
 def test_load_finds_a_class_outside_the_registry_only_when_given_it(tmp_path):
     class Mine(GaussianDenoiser):
         pass

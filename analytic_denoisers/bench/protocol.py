@@ -154,8 +154,6 @@ def _check_protocol(p):
                                  f"(candidates are given for {sorted(cal['candidates'])})")
     for key, values in cal["candidates"].items():
         check_scalar(values, f"calibration.candidates.{key}", Sequence(Interval(float)))
-        if not values:
-            raise ValueError(f"calibration.candidates.{key} is empty")
     check_scalar(p["train_limit"], "train_limit", POSITIVE_INT, None)
     for key in ("sigma_min", "sigma_max", "rho"):
         check_scalar(p["sampling"][key], f"sampling.{key}", POSITIVE)

@@ -167,6 +167,13 @@ def test_zoom_limits():
     ({"params": {"nope": {}}}, "unknown methods"),
     ({"sampling": {"sigma_max": 0}}, "sigma_max must be a positive number"),
     ({"denoising": {"seed": -1}}, "seed must be an integer >= 0"),
+    ({"methods": ["els", "els"]}, "distinct names"),
+    ({"params": {"gaussian": {"rank": "calibrated"}}, "methods": ["gaussian"]}, "needs candidates: set calibration.candidates.rank"),
+    ({"calibration": {"metric": "l1"}}, "metric must be one of"),
+    ({"calibration": {"n_images": 0}}, "calibration.n_images must be a positive int"),
+    ({"calibration": {"candidates": {"patch_size": []}}}, "candidates.patch_size must be a non-empty list"),
+    ({"calibration": {"candidates": {"patch_size": ["big"]}}}, "candidates.patch_size"),
+    ({"calibration": {"candidates": 3}}, "'calibration.candidates' must be an object"),
 ])
 def test_bad_protocols_raise(overrides, match):
     with pytest.raises(ValueError, match=match):
@@ -182,7 +189,10 @@ def test_protocol_file_and_missing_reference(tmp_path):
     merged = bench.make_protocol({"params": {"gaussian": {"rank": 5}, "local-score": {"chunk_size": 9}}})
     assert merged["params"]["gaussian"] == {"rank": 5}
     assert merged["params"]["local-score"] == {"patch_size": "snr", "chunk_size": 9}
-    assert merged["params"]["patch-composite"] == {"patch_size": "snr"}
+    assert merged["params"]["patch-composite"] == merged["params"]["els"] == {"patch_size": "snr"}
+    # candidates merge per hyper-parameter
+    candidates = bench.make_protocol({"calibration": {"candidates": {"threshold": [0.01, 0.1]}}})["calibration"]["candidates"]
+    assert candidates == {"patch_size": list(range(3, 29, 2)), "threshold": [0.01, 0.1]}
     with pytest.raises(FileNotFoundError, match="no such protocol file"):
         bench.make_protocol(path=tmp_path / "missing.json")
     with pytest.raises(ValueError, match="no shipped reference"):
@@ -203,3 +213,49 @@ def test_bench_cli_in_process(tmp_path, unet_file, capsys):
     assert saved["sampling"]["methods"]["gaussian"]["denoiser_calls"] == 2
     assert saved["command"].startswith("analytic-denoisers bench --reference")
     assert main(["bench", "--reference", str(tmp_path / "nope.h5"), "-o", str(out)]) == 2
+
+
+def test_calibrated_patch_sizes_are_scales_calibrate_against_the_reference_and_are_used(unet_file, train_images):
+    overrides = {"methods": ["local-score", "bbels"], "sampling": {"n_samples": 2, "steps": 3},
+                 "calibration": {"n_images": 2, "candidates": {"patch_size": [1, 3, 9]}}}
+    calibrated = tiny_protocol(unet_file, **overrides, params={
+        "local-score": {"patch_size": "calibrated"}, "bbels": {"patch_size": "calibrated", "chunk_size": 16}})
+    results = bench.run(calibrated, progress=False, log=lambda s: None)
+    # the schedule is what scales.calibrate picks on the test images after the denoising ones, at the sampling sigmas
+    X_test = ad.datasets.load("default", "test")[4:6]
+    grid = bench.sampling_grid(calibrated["sampling"])["sigmas"][:-1]
+    ref = ad.load(unet_file)
+    for name, est in (("local-score", ad.LocalScoreDenoiser()), ("bbels", ad.registry.make("bbels", chunk_size=16))):
+        expected = ad.scales.calibrate(est.fit(train_images), "patch_size", [1, 3, 9], ref, X_test, grid,
+                                       seed=3_000_000, progress=False)
+        entry = results["denoising"]["methods"][name]
+        record = entry["calibration"]["patch_size"]
+        assert record["chosen"] == [expected.candidates[k] for k in expected.best] and record["n_images"] == 2
+        assert record["scores"] == expected.scores.tolist() and record["sigmas"] == grid.tolist()
+        assert record["snr_rule"] == [ad.scales.snr_resolution_schedule(train_images, grid)(s) for s in grid.tolist()]
+        assert entry["params"]["patch_size"] == expected.schedule.to_dict()
+    # sampling used the calibrated schedule: the same samples as with the schedule given explicitly
+    tables = {name: ad.scales.json_object_hook(results["denoising"]["methods"][name]["params"]["patch_size"])
+              for name in ("local-score", "bbels")}
+    explicit = tiny_protocol(unet_file, **overrides, params={
+        "local-score": {"patch_size": tables["local-score"]}, "bbels": {"patch_size": tables["bbels"], "chunk_size": 16}})
+    again = bench.run(explicit, progress=False, log=lambda s: None)
+    for name in tables:
+        assert torch.equal(results["_images"]["samples"][name], again["_images"]["samples"][name])
+    text = report.markdown(results)
+    assert "## Calibrated hyper-parameters" in text and "| σ | local-score patch_size | bbels patch_size | SNR rule |" in text
+
+
+def test_bench_cli_calibrates_a_variant(tmp_path, unet_file):
+    out = tmp_path / "bench"
+    assert main(["bench", "--reference", str(unet_file), "--limit", str(N_TRAIN), "--methods", "els",
+                 "--param", "els.patch_size=calibrated", "--calibration-candidates", "patch_size=[1,3]",
+                 "--calibration-images", "1", "--n-images", "1", "--sigmas", "0.5", "-n", "1", "--steps", "2",
+                 "--sampler", "euler", "--gate-images", "2", "-o", str(out)]) == 0
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["protocol"]["calibration"]["candidates"] == {"patch_size": [1, 3]}
+    entry = saved["denoising"]["methods"]["els"]
+    assert entry["params"]["equivariant"] and entry["params"]["padding"] == "circular"
+    record = entry["calibration"]["patch_size"]
+    assert record["n_images"] == 1 and len(record["chosen"]) == 2 and set(record["chosen"]) <= {1, 3}
+    assert "## Calibrated hyper-parameters" in (out / "results.md").read_text()

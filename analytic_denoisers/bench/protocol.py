@@ -64,7 +64,7 @@ DEFAULT_PROTOCOL = {
 CALIBRATED = "calibrated"
 # sections whose keys are free (merged as given) rather than checked against the defaults
 FREE_SECTIONS = ("reference_params", "params")
-FREE_SUBSECTIONS = ("candidates",)  # replaced as a whole, key by key
+FREE_SUBSECTIONS = ("candidates",)  # merged key by key, each value replaced as a whole
 
 
 def shipped_protocols():

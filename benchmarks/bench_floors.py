@@ -7,9 +7,9 @@ of the default 10-step Karras schedule, on a few noisy test images (per-sample s
 
 * LS (``local_score_posterior_mean``, zero padding) and PSPC-Square
   (``patch_composite_posterior_mean``, two passes: two floors) on the training set: seconds per
-  call, the floor, their ratio, the share of candidate blocks whose distances were float32 (the
-  rest float64, where the bound on the logits' rounding needs it), the max abs difference to a
-  float64 run;
+  call, the floor, their ratio, the share of (query pixel, training image) pairs whose float32
+  distances were recomputed in float64 (where the bound on the logits' rounding asks for it),
+  the max abs difference to a float64 run;
 * ELS (circular) and bbELS (zeros) at patch sizes ``--els-sizes`` on the first ``--els-train``
   images at one sigma: the ``"shifts"`` path (cost independent of P beyond log P additions), the
   ``"products"`` path (2 C P^2 flops per pair of patches), what ``"auto"`` picks, and the floor of
@@ -58,22 +58,22 @@ def timed(fn, repeats):
     return statistics.median(times), out
 
 
-def float32_share(call):
-    """The share of candidate blocks whose distances a window-kernel call computed in float32
-    (each block of queries starts in float64 and switches when the bound on the logits'
-    rounding allows it), recorded around ``call()``."""
-    original, dtypes = windows.WindowDistances.__call__, []
+def refined_share(call, pairs):
+    """The share of the ``pairs`` (query pixel, candidate) of a window-kernel call whose distances
+    were recomputed in float64 (where the bound on float32 logits' rounding asks for it),
+    recorded around ``call()``."""
+    original, refined = windows.WindowDistances.exact, []
 
-    def recording(self, candidates, dtype):
-        dtypes.append(dtype)
-        return original(self, candidates, dtype)
+    def recording(self, candidates, chosen):
+        refined.append(len(chosen))
+        return original(self, candidates, chosen)
 
-    windows.WindowDistances.__call__ = recording
+    windows.WindowDistances.exact = recording
     try:
         call()
     finally:
-        windows.WindowDistances.__call__ = original
-    return sum(d == torch.float32 for d in dtypes) / max(len(dtypes), 1)
+        windows.WindowDistances.exact = original
+    return sum(refined) / pairs
 
 
 def window_rows(name, kernel, x, sigma, data, size, pad, passes, repeats):
@@ -84,8 +84,9 @@ def window_rows(name, kernel, x, sigma, data, size, pad, passes, repeats):
     block = windows.candidates_per_block(step, (h + 2 * pad) * (w + 2 * pad))
     t_floor = passes * floor_time(n * len(data) * h * w, step, h, w, block, repeats)
     err = float((out.double() - kernel(x.double(), sigma, data.double(), size)).abs().max())
+    share = refined_share(lambda: kernel(x, sigma, data, size), passes * n * len(data) * h * w)
     return [name, f"{sigma:.4g}", f"{t_kernel:.3f}", f"{t_floor:.3f}", f"{t_kernel / t_floor:.2f}",
-            f"{float32_share(lambda: kernel(x, sigma, data, size)):.0%}", f"{err:.1e}"], t_kernel, t_floor
+            f"{share:.4%}", f"{err:.1e}"], t_kernel, t_floor
 
 
 def els_rows(x, sigma, data, sizes, repeats):
@@ -133,7 +134,7 @@ def main():
     sigmas = ad.schedules.karras(10, 0.002, 80.0)[:-1].tolist()
     chosen = args.methods.split(",")
     lines = report_header("Window kernels beside their elementwise floor")
-    header = ["method", "sigma", "kernel s", "floor s", "kernel / floor", "blocks in float32",
+    header = ["method", "sigma", "kernel s", "floor s", "kernel / floor", "pairs refined in float64",
               "max abs diff to float64"]
     cases = [("ls", f"LS P={args.patch}", local_score_posterior_mean, args.patch, args.patch // 2, 1),
              ("pspc", f"PSPC s={args.crop}", patch_composite_posterior_mean, args.crop, 0, 2)]

@@ -29,8 +29,9 @@ small patches, which is what lets them make images that are not in the training 
 All softmaxes are exact (streaming log-sum-exp over blocks of candidates; results do not depend
 on the chunk size beyond rounding). LS and PSPC cost O(M H W log P) per query: the window
 distances are window sums of ``(x - x_i)^2`` in the candidates-last layout of
-:mod:`~.windows` (float32 where a bound on the logits' rounding allows it, else float64), and the
-PSPC crop weights are summed over the crops covering each pixel by the same window sums. ELS and
+:mod:`~.windows` (float32, recomputed in float64 for the few pairs where a bound on the logits'
+rounding asks for it), and the PSPC crop weights are summed over the crops covering each pixel by
+the same window sums. ELS and
 bbELS have two exact paths (``method``): ``"shifts"`` is LS over every shift of every training
 image (the window of ``x_i`` at ``p + s`` is the window at ``p`` of ``x_i`` shifted by ``s``):
 ``(H W)^2`` window distances per query and image for ELS, whatever ``P``; ``"products"`` compares
@@ -39,7 +40,6 @@ the patches in matrix products, about ``2 M (H W)^2 C P^2`` flops per query, che
 model measured on this machine (see the benchmarks).
 """
 
-import math
 
 import torch
 import torch.nn.functional as F
@@ -241,8 +241,8 @@ def equivariant_local_score_posterior_mean(x, sigma, data, patch_size, *, paddin
 
     * ``"shifts"``: LS over every shift of every training image (:mod:`~.windows`): window
       sums of ``(x - shifted x_i)^2``, ``H W`` per shift, at a cost that does not depend on
-      ``P`` beyond ``log P`` additions; float32 where a bound on the logits' rounding allows
-      it, else float64.
+      ``P`` beyond ``log P`` additions; float32, with the pairs where a bound on the logits'
+      rounding asks for it recomputed in float64.
     * ``"products"``: one matrix product per chunk of training images (logits
       ``(q . k - ||k||^2 / 2) / sigma^2``), about ``2 C P^2`` flops per pair of patches. In
       this expanded form float32 rounding grows like ``|q| |k| / sigma^2``; where it could
@@ -375,27 +375,37 @@ def _patch_composite(x, sigma, data, patch_size, chunk_size):
     step = query_blocks(n, h * w)
     parts = [WindowDistances(x[start:start + step], s, 0, "zeros") for start in range(0, n, step)]
     blocks = _image_blocks(data, h * w, chunk_size)
-    # pass 1: the log-normaliser of every crop; each block of queries moves from float64 to
-    # float32 distances once its running maximum allows it (windows' docstring), after block
-    # switch[i], and pass 2 repeats the same choices
+    # float32 queries: float32 distances, with exact logits where their rounding could matter
+    # (windows' docstring); float64 and autograd: float64
+    dtype = torch.float64 if grad else x.dtype
+    # pass 1: the log-normaliser of every crop
     accs = [StreamingSoftmax((len(part.x), h - s + 1, w - s + 1, 1), torch.float64, x.device, layout="weights",
                              weight_dtype=x.dtype) for part in parts]
-    switch = [math.inf] * len(parts)
-    for k, cand in enumerate(blocks(step, None if grad else Workspace())):
-        for i, (part, acc) in enumerate(zip(parts, accs)):
-            dtype = torch.float64 if k < switch[i] else x.dtype
-            acc.add(part(cand, dtype), 3, lambda weights: weights.sum(-1, keepdim=True), scale=scale)
-            if switch[i] == math.inf and part.precise_enough(acc.run_max):
-                switch[i] = k + 1
-    log_norms = [acc.log_normaliser() for acc in accs]
+    for cand in blocks(step, None if grad else Workspace()):
+        for part, acc in zip(parts, accs):
+            distances = part(cand, dtype)
+            block_max = acc.block_max(distances, 3, scale)
+            new_max = acc.updated_max(block_max)
+            refined = part.refine(cand, distances, new_max, scale, block_max)
+
+            def sums(weights):
+                if refined is None:
+                    return weights.sum(-1, keepdim=True)
+                return refined.put_sums(refined.weights(new_max, acc.floor, x.dtype), weights.sum(-1, keepdim=True))
+
+            acc.add(distances, 3, sums, scale=scale, block_max=block_max)
+    log_norms = [acc.log_normaliser() for acc in accs]  # merges the shards' maxima too
     floor = log_weight_floor(x.dtype)
     num = [x.new_zeros(len(part.x), h, w, c, dtype=torch.float64) for part in parts]
     cover = [x.new_zeros(len(part.x), h, w, 1, dtype=torch.float64) for part in parts]
-    for k, cand in enumerate(blocks(step, None if grad else Workspace())):  # pass 2: crop weights per pixel
+    for cand in blocks(step, None if grad else Workspace()):  # pass 2: crop weights per pixel
         values = cand.to(x.dtype)
         for i, part in enumerate(parts):
-            distances = part(cand, torch.float64 if k < switch[i] else x.dtype)
+            distances = part(cand, dtype)
+            refined = part.refine(cand, distances, accs[i].run_max, scale)
             weights = floored_weights(distances, log_norms[i], floor, x.dtype, not grad, scale)  # per crop
+            if refined is not None:
+                weights = refined.put_weights(weights, refined.weights(log_norms[i], floor, x.dtype))
             per_pixel = (clipped_window_sums(weights, s, s - 1, (1, 2)) if wide(h - s + 1, w - s + 1, s - 1)
                          else box_sums(zero_pad(weights, s - 1), s, (1, 2))).to(x.dtype)  # summed over covering crops
             num[i] = num[i] + torch.stack([torch.linalg.vecdot(per_pixel, values[j]) for j in range(c)], -1)

@@ -92,7 +92,19 @@ class StreamingSoftmax:
         self.sum_dtype, self.sums = sum_dtype, None
         self.collectives = distributed.active()
 
-    def add(self, logits, dim, weighted_sums, rows=None, scale=None):
+    def block_max(self, logits, dim, scale=None):
+        """The largest (scaled) logit of a block per query, keeping ``dim`` (the first step of :meth:`add`)."""
+        if scale is None:
+            return logits.amax(dim, keepdim=True)
+        return (logits.amin if scale < 0 else logits.amax)(dim, keepdim=True) * scale
+
+    def updated_max(self, block_max, rows=None):
+        """The running maximum once a block whose :meth:`block_max` is ``block_max`` is added: the
+        reference every weight of that block is relative to (``exp(l - updated_max)``)."""
+        run_max = self.run_max if rows is None else self.run_max[rows]
+        return torch.maximum(run_max, block_max.to(run_max.dtype)).detach()
+
+    def add(self, logits, dim, weighted_sums, rows=None, scale=None, block_max=None):
         """Fold in one block of candidates.
 
         Parameters
@@ -105,14 +117,13 @@ class StreamingSoftmax:
             leading dimension of the queries
         rows : long Tensor, optional: the block is for these queries (rows of ``run_max``) only
         scale : float, optional: the logits are ``scale * logits`` (folded into the exponent)
+        block_max : Tensor, optional: :meth:`block_max` of these logits, if the caller has it
         """
         in_place = not (torch.is_grad_enabled() and logits.requires_grad)
         run_max = self.run_max if rows is None else self.run_max[rows]
-        if scale is None:
-            block_max = logits.amax(dim, keepdim=True)
-        else:  # the largest scaled logit
-            block_max = (logits.amin if scale < 0 else logits.amax)(dim, keepdim=True) * scale
-        new_max = torch.maximum(run_max, block_max.to(run_max.dtype)).detach()
+        if block_max is None:
+            block_max = self.block_max(logits, dim, scale)
+        new_max = self.updated_max(block_max, rows)
         # unnormalised weights, floored at a normal float (see log_weight_floor)
         weights = floored_weights(logits, new_max, self.floor, self.weight_dtype, in_place, scale)
         block = weighted_sums(weights)

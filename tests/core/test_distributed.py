@@ -32,7 +32,7 @@ DENOISERS = {
     "bbels": (ad.LocalScoreDenoiser(patch_size=5, equivariant=True, padding="zeros"), False),
     "pspc": (ad.PatchCompositeDenoiser(patch_size=3, chunk_size=2), False),
     "pspc-class": (ad.PatchCompositeDenoiser(patch_size=4), True),
-    # float32: the window kernels switch to float32 distances once their bound allows it, PCA-locality
+    # float32: the window kernels' float32 distances are refined where their bound asks for it, PCA-locality
     # keeps its sums in float32: the sharded result is as close as float32 allows (FLOAT32_TOLERANCE)
     "empirical-f32": (ad.EmpiricalOptimalDenoiser(), False),
     "pca-locality-f32": (ad.PCALocalityDenoiser(threshold=0.005, chunk_size=2), False),

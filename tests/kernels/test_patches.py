@@ -71,40 +71,74 @@ def test_els_method_auto_follows_the_cost_model():
         KERNELS["els"](torch.zeros(1, 1, 4, 4), 1.0, torch.zeros(2, 1, 4, 4), 3, method="fft")
 
 
-def test_float32_window_kernels_switch_to_float64_where_rounding_could_matter():
+def test_float32_window_kernels_are_made_exact_where_rounding_could_matter(monkeypatch):
     # a query halfway between two images: every pixel a near-tie, which float32 distances
     # (relative error kappa u) would break at small sigma
     data = tiny_images(2, (1, 6, 6), seed=33).float()
     x = data.mean(0, keepdim=True)
-    for kernel in (local_score_posterior_mean, partial(KERNELS["els"], method="shifts"), patch_composite_posterior_mean):
+    kernels = (local_score_posterior_mean, partial(KERNELS["els"], method="shifts"),
+               partial(KERNELS["bbels"], method="shifts"), patch_composite_posterior_mean)
+    refined = []
+    spy = windows.WindowDistances.exact
+
+    def recording(self, candidates, pairs):
+        refined.append(len(pairs))
+        return spy(self, candidates, pairs)
+
+    monkeypatch.setattr(windows.WindowDistances, "exact", recording)
+    for kernel in kernels:
         for sigma in (2e-3, 2e-2, 1.0):
+            refined.clear()
             out = kernel(x, sigma, data, 3)
             assert out.dtype == torch.float32
             torch.testing.assert_close(out.double(), kernel(x.double(), sigma, data.double(), 3), rtol=0, atol=1e-6)
-    # float64 until the running maximum allows float32: far images first, then near ones
-    near = tiny_images(4, (1, 6, 6), seed=34).float()
-    data = torch.cat([near + 5, near])
-    x = near[:1] + 0.05 * randn(1, 1, 6, 6, seed=35).float()
-    used = []
-    spy = windows.WindowDistances.__call__
-
-    def recording(self, candidates, dtype):
-        used.append(dtype)
-        return spy(self, candidates, dtype)
-
-    for kernel in (local_score_posterior_mean, patch_composite_posterior_mean):
-        used.clear()
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(windows.WindowDistances, "__call__", recording)
-            out = kernel(x, 0.5, data, 3, chunk_size=1)
-        assert used[:4] == [torch.float64] * 4 and used[-1] == torch.float32
-        torch.testing.assert_close(out.double(), kernel(x.double(), 0.5, data.double(), 3), rtol=0, atol=1e-6)
-    # the rule: float32 where kappa u (|l_max| + 30) <= 1e-4
+            assert (sum(refined) > 0) == (sigma < 1)  # only where the bound asks for it
+    # without the exact pairs, float32 distances are not enough there (so the test above can fail)
+    monkeypatch.setattr(windows.WindowDistances, "refine", lambda *args: None)
+    for kernel in kernels:
+        exact = kernel(x.double(), 2e-3, data.double(), 3)
+        assert (kernel(x, 2e-3, data, 3).double() - exact).abs().max() > 1e-4
+    # the rule: exact logits where kappa u (|l_max| + 30) > 1e-4
     distances = windows.WindowDistances(x, 7, 3, "zeros")
     assert distances.kappa == 5 + 1 + 2 * 4
-    assert distances.precise_enough(torch.tensor([-10.0, -50.0]))
-    assert not distances.precise_enough(torch.tensor([-10.0, -200.0]))
-    assert not windows.WindowDistances(x.double(), 7, 3, "zeros").precise_enough(torch.tensor([-1.0]))
+    bound = torch.tensor([-10.0, -50.0, -200.0, -torch.inf], dtype=torch.float64)
+    assert distances.imprecise(bound).tolist() == [False, False, True, False]
+
+
+@pytest.mark.parametrize("padding, size, pad", [("zeros", 3, 1), ("zeros", 9, 4), ("circular", 5, 2),
+                                                ("circular", 13, 6), ("zeros", 4, 0)])
+def test_exact_window_distances_are_the_float64_window_sums(padding, size, pad):
+    # every pair (query, pixel, candidate), against the float64 distances of the fast path
+    data = tiny_images(5, (2, 6, 5), seed=36).float()
+    x = near_data(data, 2, 0.5, seed=37).float()
+    distances = windows.WindowDistances(x, size, pad, padding)
+    candidates = windows.candidates_last(data)
+    full = distances(candidates, torch.float64)
+    pairs = torch.cartesian_prod(*(torch.arange(k) for k in full.shape))
+    exact = distances.exact(candidates, pairs)
+    assert exact.dtype == torch.float64
+    torch.testing.assert_close(exact, full[tuple(pairs.T)], rtol=1e-12, atol=1e-12)
+
+
+def test_refinement_keeps_every_candidate_that_carries_weight():
+    # far from the data at small sigma every pixel needs exact logits; the pairs kept are those
+    # within 31 + 3 kappa u |l_max| of the maximum (float32), the rest carry less than e^-30
+    data = tiny_images(40, (1, 6, 6), seed=38).float()
+    x = tiny_images(1, (1, 6, 6), seed=39).float()
+    scale = -0.5 / 0.01**2
+    distances = windows.WindowDistances(x, 3, 1, "zeros")
+    candidates = windows.candidates_last(data)
+    d32 = distances(candidates, torch.float32)
+    exact = scale * distances(candidates, torch.float64)
+    new_max = exact.amax(-1, keepdim=True)
+    refined = distances.refine(candidates, d32, new_max, scale)
+    assert refined.pixels.equal(distances.imprecise(new_max).squeeze(-1).nonzero()) and len(refined.pixels) == 36
+    kept = torch.zeros_like(d32, dtype=torch.bool)
+    kept[tuple(refined.pairs.T)] = True
+    assert kept[exact >= new_max - 30].all() and kept.sum() < kept.numel() / 4  # what matters, not every pair
+    assert (exact[~kept] < new_max.expand_as(exact)[~kept] - 30).all()
+    torch.testing.assert_close(refined.logits, exact[kept], rtol=1e-12, atol=0)
+    assert distances.refine(candidates, d32.double(), new_max, scale) is None  # float64: nothing to refine
 
 
 @pytest.mark.parametrize("sigma", SIGMAS)

@@ -51,7 +51,7 @@ from .patch_index import build_patch_index, logit_dtype, patches_of, pruned_patc
 from .softmax import StreamingSoftmax, floored_weights, log_weight_floor, resolve_chunk
 from .windows import (WindowDistances, Workspace, box_sums, candidates_last, candidates_per_block,
                       clipped_window_sums, wide, zero_pad,
-                      query_blocks, window_softmax)
+                      query_blocks, refined_block, window_softmax)
 
 PADDINGS = ("zeros", "circular")
 ELS_METHODS = ("auto", "shifts", "products")
@@ -384,9 +384,7 @@ def _patch_composite(x, sigma, data, patch_size, chunk_size):
     for cand in blocks(step, None if grad else Workspace()):
         for part, acc in zip(parts, accs):
             distances = part(cand, dtype)
-            block_max = acc.block_max(distances, 3, scale)
-            new_max = acc.updated_max(block_max)
-            refined = part.refine(cand, distances, new_max, scale, block_max)
+            block_max, new_max, refined = refined_block(part, acc, cand, distances, scale)
 
             def sums(weights):
                 if refined is None:

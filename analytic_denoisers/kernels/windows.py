@@ -350,6 +350,17 @@ class Refinement:
         n, r, c = self.pairs[:, 0], self.pairs[:, 1], self.pairs[:, 2]
         return torch.exp(torch.clamp(self.logits - reference[n, r, c, 0], min=floor)).to(dtype)
 
+    def exact_max(self, block_max):
+        """``block_max`` (n, H', W', 1) in float64, with the largest exact logit of the pairs at
+        :attr:`pixels` (``-inf`` where none is kept): a float32 maximum can be off the exact one by
+        ``kappa u |l_max|``, many logits when ``|l_max|`` is huge, and the weights of the pairs
+        must be relative to theirs (at most 1, and never floored by a maximum set too high)."""
+        exact = block_max.to(torch.float64).clone()
+        exact[tuple(self.pixels.T)] = -torch.inf
+        height, width = exact.shape[1:3]
+        exact.view(-1).scatter_reduce_(0, self.flat_pixels(height, width), self.logits, "amax")
+        return exact
+
     def flat_pixels(self, height, width):
         """The pairs' query pixels as flat indices into (n, H', W')."""
         return (self.pairs[:, 0] * height + self.pairs[:, 1]) * width + self.pairs[:, 2]
@@ -382,6 +393,16 @@ def candidates_per_block(queries, per_query, chunk_size=None):
     if chunk_size is not None:
         return chunk_size
     return max(MIN_CANDIDATES, BLOCK_ELEMENTS // max(queries * per_query, 1))
+
+
+def refined_block(part, acc, candidates, distances, scale):
+    """One block's largest logits, the running maximum with it and its :class:`Refinement` (or
+    None) for ``acc.add``: at the refined pixels the block's maximum is that of the exact logits."""
+    block_max = acc.block_max(distances, 3, scale)
+    refined = part.refine(candidates, distances, acc.updated_max(block_max), scale, block_max)
+    if refined is not None:
+        block_max = refined.exact_max(block_max)
+    return block_max, acc.updated_max(block_max), refined
 
 
 def window_softmax(x, sigma, blocks, size, padding):
@@ -421,9 +442,7 @@ def window_softmax(x, sigma, blocks, size, padding):
             distances = part(cand, dtype)
             if mask is not None:
                 distances = distances.masked_fill(~mask, torch.inf) if grad else distances.masked_fill_(~mask, torch.inf)
-            block_max = acc.block_max(distances, 3, scale)
-            new_max = acc.updated_max(block_max)
-            refined = part.refine(cand, distances, new_max, scale, block_max)
+            block_max, new_max, refined = refined_block(part, acc, cand, distances, scale)
 
             def sums(weights):
                 if mask is not None:

@@ -222,3 +222,14 @@ def test_float32_els_switches_to_float64_products_at_small_sigma():
         index = build_patch_index(data, 3, "circular", torch.arange(36), n_clusters=3)
         pruned = equivariant_local_score_posterior_mean(x, sigma, data, 3, prune_tol=1e-9, indexes=[index])
         torch.testing.assert_close(pruned.double(), exact, rtol=0, atol=1e-6)
+
+
+def test_float32_window_kernels_stay_finite_and_exact_far_from_the_data():
+    # |l_max| ~ 1e9 at sigma = 2e-3: the float32 maximum can be below the exact logits by many
+    # units (kappa u |l_max|), so the exact ones raise it (the weights would overflow otherwise)
+    data = tiny_images(6, (1, 6, 6), seed=44).float()
+    x = tiny_images(2, (1, 6, 6), seed=45).float() + 40
+    for kernel in (local_score_posterior_mean, partial(KERNELS["bbels"], method="shifts"), patch_composite_posterior_mean):
+        out = kernel(x, 2e-3, data, 3)
+        assert torch.isfinite(out).all()
+        torch.testing.assert_close(out.double(), kernel(x.double(), 2e-3, data.double(), 3), rtol=0, atol=1e-6)

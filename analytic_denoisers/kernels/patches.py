@@ -49,7 +49,7 @@ from ..core.batching import per_level
 from ..core.validation import Interval, Options, as_images, check_data, check_scalar, value_at
 from .patch_index import build_patch_index, logit_dtype, patches_of, pruned_patch_softmax
 from .softmax import StreamingSoftmax, floored_weights, log_weight_floor, resolve_chunk
-from .windows import (WindowDistances, Workspace, box_sums, candidates_last, candidates_per_block,
+from .windows import (WHOLE_BLOCK, WindowDistances, Workspace, box_sums, candidates_last, candidates_per_block,
                       clipped_window_sums, wide, zero_pad,
                       query_blocks, refined_block, window_softmax)
 
@@ -383,8 +383,8 @@ def _patch_composite(x, sigma, data, patch_size, chunk_size):
                              weight_dtype=x.dtype) for part in parts]
     for cand in blocks(step, None if grad else Workspace()):
         for part, acc in zip(parts, accs):
-            distances = part(cand, dtype)
-            block_max, new_max, refined = refined_block(part, acc, cand, distances, scale)
+            distances, block_max, new_max, refined = refined_block(
+                part, acc, cand, lambda dtype, part=part: part(cand, dtype), dtype, scale)
 
             def sums(weights):
                 if refined is None:
@@ -401,6 +401,8 @@ def _patch_composite(x, sigma, data, patch_size, chunk_size):
         for i, part in enumerate(parts):
             distances = part(cand, dtype)
             refined = part.refine(cand, distances, accs[i].run_max, scale)
+            if refined is WHOLE_BLOCK:
+                distances, refined = part(cand, torch.float64), None
             weights = floored_weights(distances, log_norms[i], floor, x.dtype, not grad, scale)  # per crop
             if refined is not None:
                 weights = refined.put_weights(weights, refined.weights(log_norms[i], floor, x.dtype))

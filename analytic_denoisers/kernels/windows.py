@@ -49,6 +49,7 @@ MIN_CANDIDATES = 128  # candidates per block at least: the innermost, vectorised
 LOGIT_TOLERANCE = 1e-4  # largest rounding error allowed in a logit that carries weight
 RELEVANT_LOGITS = 30.0  # logits more than this below the maximum carry no weight that matters
 FLOAT32_UNIT = torch.finfo(torch.float32).eps / 2  # the unit roundoff u of float32
+WHOLE_BLOCK = "whole block"  # WindowDistances.refine: compute this block in float64 rather than pair by pair
 
 
 def box_adds(size):
@@ -290,7 +291,9 @@ class WindowDistances:
 
         Returns
         -------
-        None where no query pixel needs it (always for float64 distances), else a :class:`Refinement`.
+        None where no query pixel needs it (always for float64 distances); :data:`WHOLE_BLOCK`
+        where the pairs to refine hold more values than a quarter of the block's distances (then
+        the block is better computed in float64); else a :class:`Refinement`.
         """
         if distances.dtype == torch.float64:
             return None
@@ -308,6 +311,8 @@ class WindowDistances:
             return None
         limit = (low[tuple(where.T)] / scale).float()  # (A, 1), in distances
         hits = (distances[tuple(where.T)] <= limit).nonzero()  # (K, 2): (row of where, candidate)
+        if len(hits) * self.size**2 * self.x.shape[1] > distances.numel() // 4:
+            return WHOLE_BLOCK  # a wide window with many candidates near the maximum
         pairs = torch.cat([where[hits[:, 0]], hits[:, 1:]], 1)
         return Refinement(where, pairs, scale * self.exact(candidates, pairs))
 
@@ -395,14 +400,24 @@ def candidates_per_block(queries, per_query, chunk_size=None):
     return max(MIN_CANDIDATES, BLOCK_ELEMENTS // max(queries * per_query, 1))
 
 
-def refined_block(part, acc, candidates, distances, scale):
-    """One block's largest logits, the running maximum with it and its :class:`Refinement` (or
-    None) for ``acc.add``: at the refined pixels the block's maximum is that of the exact logits."""
+def refined_block(part, acc, candidates, distances_of, dtype, scale):
+    """One block's distances for ``acc.add``, their largest logits, the running maximum with them
+    and their :class:`Refinement` (or None).
+
+    ``distances_of(dtype)`` computes the block's distances (masked if need be). In float32 they
+    are refined where the bound asks for it, and at the refined pixels the block's maximum is that
+    of the exact logits; where refining pair by pair would cost more than the block
+    (:data:`WHOLE_BLOCK`), the block is computed in float64 instead.
+    """
+    distances = distances_of(dtype)
     block_max = acc.block_max(distances, 3, scale)
     refined = part.refine(candidates, distances, acc.updated_max(block_max), scale, block_max)
-    if refined is not None:
+    if refined is WHOLE_BLOCK:
+        distances = distances_of(torch.float64)
+        block_max, refined = acc.block_max(distances, 3, scale), None
+    elif refined is not None:
         block_max = refined.exact_max(block_max)
-    return block_max, acc.updated_max(block_max), refined
+    return distances, block_max, acc.updated_max(block_max), refined
 
 
 def window_softmax(x, sigma, blocks, size, padding):
@@ -439,10 +454,13 @@ def window_softmax(x, sigma, blocks, size, padding):
         cand, mask = block if isinstance(block, tuple) else (block, None)
         values = cand.to(x.dtype)
         for part, acc in zip(parts, accs):
-            distances = part(cand, dtype)
-            if mask is not None:
-                distances = distances.masked_fill(~mask, torch.inf) if grad else distances.masked_fill_(~mask, torch.inf)
-            block_max, new_max, refined = refined_block(part, acc, cand, distances, scale)
+            def distances_of(dtype, part=part):
+                distances = part(cand, dtype)
+                if mask is None:
+                    return distances
+                return distances.masked_fill(~mask, torch.inf) if grad else distances.masked_fill_(~mask, torch.inf)
+
+            distances, block_max, new_max, refined = refined_block(part, acc, cand, distances_of, dtype, scale)
 
             def sums(weights):
                 if mask is not None:

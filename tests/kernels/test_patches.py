@@ -78,21 +78,21 @@ def test_float32_window_kernels_are_made_exact_where_rounding_could_matter(monke
     x = data.mean(0, keepdim=True)
     kernels = (local_score_posterior_mean, partial(KERNELS["els"], method="shifts"),
                partial(KERNELS["bbels"], method="shifts"), patch_composite_posterior_mean)
-    refined = []
-    spy = windows.WindowDistances.exact
+    answers = []
+    spy = windows.WindowDistances.refine
 
-    def recording(self, candidates, pairs):
-        refined.append(len(pairs))
-        return spy(self, candidates, pairs)
+    def recording(self, *args, **kwargs):
+        answers.append(spy(self, *args, **kwargs))
+        return answers[-1]
 
-    monkeypatch.setattr(windows.WindowDistances, "exact", recording)
+    monkeypatch.setattr(windows.WindowDistances, "refine", recording)
     for kernel in kernels:
         for sigma in (2e-3, 2e-2, 1.0):
-            refined.clear()
+            answers.clear()
             out = kernel(x, sigma, data, 3)
             assert out.dtype == torch.float32
             torch.testing.assert_close(out.double(), kernel(x.double(), sigma, data.double(), 3), rtol=0, atol=1e-6)
-            assert (sum(refined) > 0) == (sigma < 1)  # only where the bound asks for it
+            assert any(a is not None for a in answers) == (sigma < 1)  # only where the bound asks for it
     # without the exact pairs, float32 distances are not enough there (so the test above can fail)
     monkeypatch.setattr(windows.WindowDistances, "refine", lambda *args: None)
     for kernel in kernels:
@@ -224,12 +224,43 @@ def test_float32_els_switches_to_float64_products_at_small_sigma():
         torch.testing.assert_close(pruned.double(), exact, rtol=0, atol=1e-6)
 
 
-def test_float32_window_kernels_stay_finite_and_exact_far_from_the_data():
+def test_float32_window_kernels_stay_finite_and_exact_far_from_the_data(monkeypatch):
     # |l_max| ~ 1e9 at sigma = 2e-3: the float32 maximum can be below the exact logits by many
     # units (kappa u |l_max|), so the exact ones raise it (the weights would overflow otherwise)
-    data = tiny_images(6, (1, 6, 6), seed=44).float()
+    # (200 images: few kept pairs against the block, refined pair by pair)
+    data = tiny_images(200, (1, 6, 6), seed=44).float()
     x = tiny_images(2, (1, 6, 6), seed=45).float() + 40
+    answers = []
+    spy = windows.WindowDistances.refine
+
+    def recording(self, *args, **kwargs):
+        answers.append(spy(self, *args, **kwargs))
+        return answers[-1]
+
+    monkeypatch.setattr(windows.WindowDistances, "refine", recording)
     for kernel in (local_score_posterior_mean, partial(KERNELS["bbels"], method="shifts"), patch_composite_posterior_mean):
+        answers.clear()
         out = kernel(x, 2e-3, data, 3)
-        assert torch.isfinite(out).all()
+        assert torch.isfinite(out).all() and any(isinstance(a, windows.Refinement) for a in answers)
         torch.testing.assert_close(out.double(), kernel(x.double(), 2e-3, data.double(), 3), rtol=0, atol=1e-6)
+
+
+def test_float32_window_kernels_take_a_block_in_float64_when_refining_it_costs_more(monkeypatch):
+    # 40 near copies of one image and a far query: at every pixel, every candidate is near the
+    # maximum, and P^2 values per pair would cost more than the block: the block goes float64
+    base = tiny_images(1, (1, 6, 6), seed=46)
+    data = (base + 1e-4 * randn(40, 1, 6, 6, seed=47)).float()
+    x = (base + 3).float()
+    answers = []
+    spy = windows.WindowDistances.refine
+
+    def recording(self, *args, **kwargs):
+        answers.append(spy(self, *args, **kwargs))
+        return answers[-1]
+
+    monkeypatch.setattr(windows.WindowDistances, "refine", recording)
+    for kernel in (local_score_posterior_mean, patch_composite_posterior_mean):
+        answers.clear()
+        out = kernel(x, 0.05, data, 5)
+        assert windows.WHOLE_BLOCK in answers
+        torch.testing.assert_close(out.double(), kernel(x.double(), 0.05, data.double(), 5), rtol=0, atol=1e-6)

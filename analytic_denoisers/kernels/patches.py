@@ -377,14 +377,15 @@ def _patch_composite(x, sigma, data, patch_size, chunk_size):
     blocks = _image_blocks(data, h * w, chunk_size)
     # float32 queries: float32 distances, with exact logits where their rounding could matter
     # (windows' docstring); float64 and autograd: float64
-    dtype = torch.float64 if grad else x.dtype
+    dtypes = [torch.float64 if grad else x.dtype] * len(parts)  # float64 once a block needed it whole
     # pass 1: the log-normaliser of every crop
     accs = [StreamingSoftmax((len(part.x), h - s + 1, w - s + 1, 1), torch.float64, x.device, layout="weights",
                              weight_dtype=x.dtype) for part in parts]
     for cand in blocks(step, None if grad else Workspace()):
-        for part, acc in zip(parts, accs):
+        for i, (part, acc) in enumerate(zip(parts, accs)):
             distances, block_max, new_max, refined = refined_block(
-                part, acc, cand, lambda dtype, part=part: part(cand, dtype), dtype, scale)
+                part, acc, cand, lambda dtype, part=part: part(cand, dtype), dtypes[i], scale)
+            dtypes[i] = distances.dtype
 
             def sums(weights):
                 if refined is None:
@@ -399,10 +400,10 @@ def _patch_composite(x, sigma, data, patch_size, chunk_size):
     for cand in blocks(step, None if grad else Workspace()):  # pass 2: crop weights per pixel
         values = cand.to(x.dtype)
         for i, part in enumerate(parts):
-            distances = part(cand, dtype)
+            distances = part(cand, dtypes[i])
             refined = part.refine(cand, distances, accs[i].run_max, scale)
             if refined is WHOLE_BLOCK:
-                distances, refined = part(cand, torch.float64), None
+                distances, refined, dtypes[i] = part(cand, torch.float64), None, torch.float64
             weights = floored_weights(distances, log_norms[i], floor, x.dtype, not grad, scale)  # per crop
             if refined is not None:
                 weights = refined.put_weights(weights, refined.weights(log_norms[i], floor, x.dtype))

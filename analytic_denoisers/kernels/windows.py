@@ -37,6 +37,10 @@ relative change below ``M e^-30`` (5.6e-9 for M = 60,000). Large logits come wit
 and far windows, where few candidates are near the maximum (measured on Fashion-MNIST, P = 5,
 60,000 images, 4 test images: 0.002-0.008% of the pairs at sigma = 0.002-0.12, none at
 sigma >= 0.47), so the float64 work is a small gather, not a second pass over the candidates.
+Where the pairs to refine would hold more than 1/32 of a block's values (wide windows with many
+candidates near the maximum, such as image-sized windows at large sigma, where the logits of
+noise-dominated queries are in the hundreds), the block is computed in float64 instead, and so
+are the later blocks of the same queries.
 """
 
 import torch
@@ -292,7 +296,7 @@ class WindowDistances:
         Returns
         -------
         None where no query pixel needs it (always for float64 distances); :data:`WHOLE_BLOCK`
-        where the pairs to refine hold more values than a quarter of the block's distances (then
+        where the pairs to refine hold more values than 1/32 of the block's distances (then
         the block is better computed in float64); else a :class:`Refinement`.
         """
         if distances.dtype == torch.float64:
@@ -311,7 +315,7 @@ class WindowDistances:
             return None
         limit = (low[tuple(where.T)] / scale).float()  # (A, 1), in distances
         hits = (distances[tuple(where.T)] <= limit).nonzero()  # (K, 2): (row of where, candidate)
-        if len(hits) * self.size**2 * self.x.shape[1] > distances.numel() // 4:
+        if len(hits) * self.size**2 * self.x.shape[1] > distances.numel() // 32:
             return WHOLE_BLOCK  # a wide window with many candidates near the maximum
         pairs = torch.cat([where[hits[:, 0]], hits[:, 1:]], 1)
         return Refinement(where, pairs, scale * self.exact(candidates, pairs))
@@ -407,7 +411,9 @@ def refined_block(part, acc, candidates, distances_of, dtype, scale):
     ``distances_of(dtype)`` computes the block's distances (masked if need be). In float32 they
     are refined where the bound asks for it, and at the refined pixels the block's maximum is that
     of the exact logits; where refining pair by pair would cost more than the block
-    (:data:`WHOLE_BLOCK`), the block is computed in float64 instead.
+    (:data:`WHOLE_BLOCK`: wide windows with many candidates near the maximum, as at large sigma
+    with image-sized windows), the block is computed in float64 instead, and the caller keeps
+    the next blocks of these queries in float64 (the distances' dtype says which).
     """
     distances = distances_of(dtype)
     block_max = acc.block_max(distances, 3, scale)
@@ -449,18 +455,19 @@ def window_softmax(x, sigma, blocks, size, padding):
             for part in parts]
     scale = -0.5 / sigma**2
     grad = torch.is_grad_enabled() and x.requires_grad
-    dtype = torch.float64 if grad else x.dtype
+    dtypes = [torch.float64 if grad else x.dtype] * len(parts)  # float64 once a block needed it whole
     for block in blocks(step, None if grad else Workspace()):
         cand, mask = block if isinstance(block, tuple) else (block, None)
         values = cand.to(x.dtype)
-        for part, acc in zip(parts, accs):
+        for i, (part, acc) in enumerate(zip(parts, accs)):
             def distances_of(dtype, part=part):
                 distances = part(cand, dtype)
                 if mask is None:
                     return distances
                 return distances.masked_fill(~mask, torch.inf) if grad else distances.masked_fill_(~mask, torch.inf)
 
-            distances, block_max, new_max, refined = refined_block(part, acc, cand, distances_of, dtype, scale)
+            distances, block_max, new_max, refined = refined_block(part, acc, cand, distances_of, dtypes[i], scale)
+            dtypes[i] = distances.dtype
 
             def sums(weights):
                 if mask is not None:

@@ -49,9 +49,9 @@ from ..core.batching import per_level
 from ..core.validation import Interval, Options, as_images, check_data, check_scalar, value_at
 from .patch_index import build_patch_index, logit_dtype, patches_of, pruned_patch_softmax
 from .softmax import StreamingSoftmax, floored_weights, log_weight_floor, resolve_chunk
-from .windows import (WHOLE_BLOCK, WindowDistances, Workspace, box_sums, candidates_last, candidates_per_block,
+from .windows import (WHOLE_BLOCK, Precision, WindowDistances, Workspace, box_sums, candidates_last, candidates_per_block,
                       clipped_window_sums, wide, zero_pad,
-                      query_blocks, refined_block, window_softmax)
+                      query_blocks, window_softmax)
 
 PADDINGS = ("zeros", "circular")
 ELS_METHODS = ("auto", "shifts", "products")
@@ -377,15 +377,14 @@ def _patch_composite(x, sigma, data, patch_size, chunk_size):
     blocks = _image_blocks(data, h * w, chunk_size)
     # float32 queries: float32 distances, with exact logits where their rounding could matter
     # (windows' docstring); float64 and autograd: float64
-    dtypes = [torch.float64 if grad else x.dtype] * len(parts)  # float64 once a block needed it whole
+    precisions = [Precision(not grad and x.dtype == torch.float32) for _ in parts]
     # pass 1: the log-normaliser of every crop
     accs = [StreamingSoftmax((len(part.x), h - s + 1, w - s + 1, 1), torch.float64, x.device, layout="weights",
                              weight_dtype=x.dtype) for part in parts]
     for cand in blocks(step, None if grad else Workspace()):
-        for i, (part, acc) in enumerate(zip(parts, accs)):
-            distances, block_max, new_max, refined = refined_block(
-                part, acc, cand, lambda dtype, part=part: part(cand, dtype), dtypes[i], scale)
-            dtypes[i] = distances.dtype
+        for part, acc, precision in zip(parts, accs, precisions):
+            distances, block_max, new_max, refined = precision.block(
+                part, acc, cand, lambda dtype, part=part: part(cand, dtype), scale)
 
             def sums(weights):
                 if refined is None:
@@ -397,13 +396,15 @@ def _patch_composite(x, sigma, data, patch_size, chunk_size):
     floor = log_weight_floor(x.dtype)
     num = [x.new_zeros(len(part.x), h, w, c, dtype=torch.float64) for part in parts]
     cover = [x.new_zeros(len(part.x), h, w, 1, dtype=torch.float64) for part in parts]
+    pass_two = [Precision(not grad and x.dtype == torch.float32) for _ in parts]
     for cand in blocks(step, None if grad else Workspace()):  # pass 2: crop weights per pixel
         values = cand.to(x.dtype)
         for i, part in enumerate(parts):
-            distances = part(cand, dtypes[i])
-            refined = part.refine(cand, distances, accs[i].run_max, scale)
+            distances = part(cand, pass_two[i].dtype)
+            refined = pass_two[i].refine(part, cand, distances, accs[i].run_max, scale)
             if refined is WHOLE_BLOCK:
-                distances, refined, dtypes[i] = part(cand, torch.float64), None, torch.float64
+                distances = distances if distances.dtype == torch.float64 else part(cand, torch.float64)
+                refined = None
             weights = floored_weights(distances, log_norms[i], floor, x.dtype, not grad, scale)  # per crop
             if refined is not None:
                 weights = refined.put_weights(weights, refined.weights(log_norms[i], floor, x.dtype))

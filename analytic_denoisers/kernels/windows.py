@@ -40,7 +40,7 @@ sigma >= 0.47), so the float64 work is a small gather, not a second pass over th
 Where the pairs to refine would hold more than 1/32 of a block's values (wide windows with many
 candidates near the maximum, such as image-sized windows at large sigma, where the logits of
 noise-dominated queries are in the hundreds), the block is computed in float64 instead, and so
-are the later blocks of the same queries.
+is the next block of the same queries until float32 would do again (:class:`Precision`).
 """
 
 import torch
@@ -287,7 +287,8 @@ class WindowDistances:
         Parameters
         ----------
         candidates : Tensor (C, H, W, c), the block the distances are of
-        distances : Tensor (n, H', W', c), float32, ``inf`` where masked
+        distances : Tensor (n, H', W', c), float32, ``inf`` where masked; float64 to ask only
+            whether float32 ones would have needed the whole block in float64
         new_max : Tensor (n, H', W', 1), float64, the running maximum of the logits with this block
         scale : float < 0, the logits are ``scale * distances``
         block_max : Tensor (n, H', W', 1), optional, the block's largest logits, if the caller has
@@ -295,12 +296,10 @@ class WindowDistances:
 
         Returns
         -------
-        None where no query pixel needs it (always for float64 distances); :data:`WHOLE_BLOCK`
-        where the pairs to refine hold more values than 1/32 of the block's distances (then
-        the block is better computed in float64); else a :class:`Refinement`.
+        None where no query pixel needs it; :data:`WHOLE_BLOCK` where the pairs to refine hold
+        more values than 1/32 of the block's distances (then the block is better computed in
+        float64); else a :class:`Refinement` (None for float64 distances).
         """
-        if distances.dtype == torch.float64:
-            return None
         pixels = self.imprecise(new_max)
         if not pixels.any():
             return None
@@ -313,10 +312,12 @@ class WindowDistances:
         where = (pixels & (block_max >= low - 1)).squeeze(-1).nonzero()  # (A, 3)
         if not len(where):
             return None
-        limit = (low[tuple(where.T)] / scale).float()  # (A, 1), in distances
+        limit = (low[tuple(where.T)] / scale).to(distances.dtype)  # (A, 1), in distances
         hits = (distances[tuple(where.T)] <= limit).nonzero()  # (K, 2): (row of where, candidate)
         if len(hits) * self.size**2 * self.x.shape[1] > distances.numel() // 32:
             return WHOLE_BLOCK  # a wide window with many candidates near the maximum
+        if distances.dtype == torch.float64:
+            return None
         pairs = torch.cat([where[hits[:, 0]], hits[:, 1:]], 1)
         return Refinement(where, pairs, scale * self.exact(candidates, pairs))
 
@@ -404,26 +405,49 @@ def candidates_per_block(queries, per_query, chunk_size=None):
     return max(MIN_CANDIDATES, BLOCK_ELEMENTS // max(queries * per_query, 1))
 
 
-def refined_block(part, acc, candidates, distances_of, dtype, scale):
-    """One block's distances for ``acc.add``, their largest logits, the running maximum with them
-    and their :class:`Refinement` (or None).
+class Precision:
+    """How the blocks of one group of queries are computed (see the module's docstring).
 
-    ``distances_of(dtype)`` computes the block's distances (masked if need be). In float32 they
-    are refined where the bound asks for it, and at the refined pixels the block's maximum is that
-    of the exact logits; where refining pair by pair would cost more than the block
-    (:data:`WHOLE_BLOCK`: wide windows with many candidates near the maximum, as at large sigma
-    with image-sized windows), the block is computed in float64 instead, and the caller keeps
-    the next blocks of these queries in float64 (the distances' dtype says which).
+    Float32 queries without autograd (``refinable``): float32 distances, refined where the bound
+    asks for it. Where refining pair by pair would cost more than the block (:data:`WHOLE_BLOCK`),
+    the block is computed in float64 instead, and so is the next one, which is then asked whether
+    float32 would do again (the early blocks of a small-sigma call, before the running maximum
+    settles, have many candidates near it; image-sized windows at large sigma have them in every
+    block). Once no query pixel is imprecise, none will be (the running maximum only grows), and
+    nothing more is checked. Otherwise: float64 throughout.
     """
-    distances = distances_of(dtype)
-    block_max = acc.block_max(distances, 3, scale)
-    refined = part.refine(candidates, distances, acc.updated_max(block_max), scale, block_max)
-    if refined is WHOLE_BLOCK:
-        distances = distances_of(torch.float64)
-        block_max, refined = acc.block_max(distances, 3, scale), None
-    elif refined is not None:
-        block_max = refined.exact_max(block_max)
-    return distances, block_max, acc.updated_max(block_max), refined
+
+    def __init__(self, refinable):
+        self.refinable = refinable
+        self.dtype = torch.float32 if refinable else torch.float64
+
+    def refine(self, part, candidates, distances, new_max, scale, block_max=None):
+        """:meth:`WindowDistances.refine` of a block of ``self.dtype`` distances, or None; updates
+        the dtype of the next block."""
+        if not self.refinable:
+            return None
+        if not part.imprecise(new_max).any():
+            self.refinable, self.dtype = False, torch.float32
+            return None
+        refined = part.refine(candidates, distances, new_max, scale, block_max)
+        self.dtype = torch.float64 if refined is WHOLE_BLOCK else torch.float32
+        return refined
+
+    def block(self, part, acc, candidates, distances_of, scale):
+        """One block's distances for ``acc.add``, their largest logits, the running maximum with
+        them and their :class:`Refinement` (or None); ``distances_of(dtype)`` computes them
+        (masked if need be). At the refined pixels the block's maximum is that of the exact logits."""
+        distances = distances_of(self.dtype)
+        block_max = acc.block_max(distances, 3, scale)
+        refined = self.refine(part, candidates, distances, acc.updated_max(block_max), scale, block_max)
+        if refined is WHOLE_BLOCK:
+            if distances.dtype != torch.float64:
+                distances = distances_of(torch.float64)
+                block_max = acc.block_max(distances, 3, scale)
+            refined = None
+        elif refined is not None:
+            block_max = refined.exact_max(block_max)
+        return distances, block_max, acc.updated_max(block_max), refined
 
 
 def window_softmax(x, sigma, blocks, size, padding):
@@ -455,19 +479,18 @@ def window_softmax(x, sigma, blocks, size, padding):
             for part in parts]
     scale = -0.5 / sigma**2
     grad = torch.is_grad_enabled() and x.requires_grad
-    dtypes = [torch.float64 if grad else x.dtype] * len(parts)  # float64 once a block needed it whole
+    precisions = [Precision(not grad and x.dtype == torch.float32) for _ in parts]
     for block in blocks(step, None if grad else Workspace()):
         cand, mask = block if isinstance(block, tuple) else (block, None)
         values = cand.to(x.dtype)
-        for i, (part, acc) in enumerate(zip(parts, accs)):
+        for part, acc, precision in zip(parts, accs, precisions):
             def distances_of(dtype, part=part):
                 distances = part(cand, dtype)
                 if mask is None:
                     return distances
                 return distances.masked_fill(~mask, torch.inf) if grad else distances.masked_fill_(~mask, torch.inf)
 
-            distances, block_max, new_max, refined = refined_block(part, acc, cand, distances_of, dtypes[i], scale)
-            dtypes[i] = distances.dtype
+            distances, block_max, new_max, refined = precision.block(part, acc, cand, distances_of, scale)
 
             def sums(weights):
                 if mask is not None:

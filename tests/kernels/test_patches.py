@@ -246,22 +246,23 @@ def test_float32_window_kernels_stay_finite_and_exact_far_from_the_data(monkeypa
 
 
 def test_float32_window_kernels_take_a_block_in_float64_when_refining_it_costs_more(monkeypatch):
-    # 40 near copies of one image and a far query: at every pixel, every candidate is near the
-    # maximum, and P^2 values per pair would cost more than the block: the block goes float64
+    # 10 near copies of one image and a far query: at every pixel, every candidate is near the
+    # maximum, and P^2 values per pair would cost more than the block: the block goes float64, and
+    # so does the next one, which finds float32 enough again (30 far images after the copies)
     base = tiny_images(1, (1, 6, 6), seed=46)
-    data = (base + 1e-4 * randn(40, 1, 6, 6, seed=47)).float()
+    copies = base + 1e-4 * randn(10, 1, 6, 6, seed=47)
+    data = torch.cat([copies, tiny_images(30, (1, 6, 6), seed=48) - 3]).float()
     x = (base + 3).float()
-    answers = []
+    calls = []
     spy = windows.WindowDistances.refine
 
-    def recording(self, *args, **kwargs):
-        answers.append(spy(self, *args, **kwargs))
-        return answers[-1]
+    def recording(self, candidates, distances, *args, **kwargs):
+        calls.append((distances.dtype, spy(self, candidates, distances, *args, **kwargs)))
+        return calls[-1][1]
 
     monkeypatch.setattr(windows.WindowDistances, "refine", recording)
     for kernel in (local_score_posterior_mean, patch_composite_posterior_mean):
-        answers.clear()
+        calls.clear()
         out = kernel(x, 0.05, data, 5, chunk_size=10)
-        # once: the next blocks of these queries (and PSPC's second pass) start in float64
-        assert answers.count(windows.WHOLE_BLOCK) == 1 and answers[1:] == [None] * (len(answers) - 1)
+        assert calls[:3] == [(torch.float32, windows.WHOLE_BLOCK), (torch.float64, None), (torch.float32, None)]
         torch.testing.assert_close(out.double(), kernel(x.double(), 0.05, data.double(), 5), rtol=0, atol=1e-6)

@@ -24,6 +24,18 @@ PATHS = {"ls": [{}], "els": [dict(method="shifts"), dict(method="products")],
          "bbels": [dict(method="shifts"), dict(method="products")]}
 
 
+def recorded_refinements(monkeypatch):
+    """A list that receives ``(dtype of the distances, answer)`` of every ``WindowDistances.refine`` call."""
+    calls, refine = [], windows.WindowDistances.refine
+
+    def recording(self, candidates, distances, *args, **kwargs):
+        calls.append((distances.dtype, refine(self, candidates, distances, *args, **kwargs)))
+        return calls[-1][1]
+
+    monkeypatch.setattr(windows.WindowDistances, "refine", recording)
+    return calls
+
+
 @pytest.mark.parametrize("mode", sorted(KERNELS))
 @pytest.mark.parametrize("sigma", SIGMAS)
 @pytest.mark.parametrize("shape, size", [((1, 6, 6), 3), ((3, 5, 6), 3), ((1, 6, 6), 5), ((2, 5, 7), 9)])
@@ -78,21 +90,14 @@ def test_float32_window_kernels_are_made_exact_where_rounding_could_matter(monke
     x = data.mean(0, keepdim=True)
     kernels = (local_score_posterior_mean, partial(KERNELS["els"], method="shifts"),
                partial(KERNELS["bbels"], method="shifts"), patch_composite_posterior_mean)
-    answers = []
-    spy = windows.WindowDistances.refine
-
-    def recording(self, *args, **kwargs):
-        answers.append(spy(self, *args, **kwargs))
-        return answers[-1]
-
-    monkeypatch.setattr(windows.WindowDistances, "refine", recording)
+    calls = recorded_refinements(monkeypatch)
     for kernel in kernels:
         for sigma in (2e-3, 2e-2, 1.0):
-            answers.clear()
+            calls.clear()
             out = kernel(x, sigma, data, 3)
             assert out.dtype == torch.float32
             torch.testing.assert_close(out.double(), kernel(x.double(), sigma, data.double(), 3), rtol=0, atol=1e-6)
-            assert any(a is not None for a in answers) == (sigma < 1)  # only where the bound asks for it
+            assert any(answer is not None for _, answer in calls) == (sigma < 1)  # only where the bound asks
     # without the exact pairs, float32 distances are not enough there (so the test above can fail)
     monkeypatch.setattr(windows.WindowDistances, "refine", lambda *args: None)
     for kernel in kernels:
@@ -230,18 +235,11 @@ def test_float32_window_kernels_stay_finite_and_exact_far_from_the_data(monkeypa
     # (2,000 images: few kept pairs against the block, refined pair by pair)
     data = tiny_images(2000, (1, 6, 6), seed=44).float()
     x = tiny_images(2, (1, 6, 6), seed=45).float() + 40
-    answers = []
-    spy = windows.WindowDistances.refine
-
-    def recording(self, *args, **kwargs):
-        answers.append(spy(self, *args, **kwargs))
-        return answers[-1]
-
-    monkeypatch.setattr(windows.WindowDistances, "refine", recording)
+    calls = recorded_refinements(monkeypatch)
     for kernel in (local_score_posterior_mean, partial(KERNELS["bbels"], method="shifts"), patch_composite_posterior_mean):
-        answers.clear()
+        calls.clear()
         out = kernel(x, 2e-3, data, 3)
-        assert torch.isfinite(out).all() and any(isinstance(a, windows.Refinement) for a in answers)
+        assert torch.isfinite(out).all() and any(isinstance(answer, windows.Refinement) for _, answer in calls)
         torch.testing.assert_close(out.double(), kernel(x.double(), 2e-3, data.double(), 3), rtol=0, atol=1e-6)
 
 
@@ -253,14 +251,7 @@ def test_float32_window_kernels_take_a_block_in_float64_when_refining_it_costs_m
     copies = base + 1e-4 * randn(10, 1, 6, 6, seed=47)
     data = torch.cat([copies, tiny_images(30, (1, 6, 6), seed=48) - 3]).float()
     x = (base + 3).float()
-    calls = []
-    spy = windows.WindowDistances.refine
-
-    def recording(self, candidates, distances, *args, **kwargs):
-        calls.append((distances.dtype, spy(self, candidates, distances, *args, **kwargs)))
-        return calls[-1][1]
-
-    monkeypatch.setattr(windows.WindowDistances, "refine", recording)
+    calls = recorded_refinements(monkeypatch)
     for kernel in (local_score_posterior_mean, patch_composite_posterior_mean):
         calls.clear()
         out = kernel(x, 0.05, data, 5, chunk_size=10)

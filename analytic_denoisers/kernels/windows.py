@@ -40,7 +40,7 @@ sigma >= 0.47), so the float64 work is a small gather, not a second pass over th
 Where the pairs to refine would hold more than 1/32 of a block's values (wide windows with many
 candidates near the maximum, such as image-sized windows at large sigma, where the logits of
 noise-dominated queries are in the hundreds), the block is computed in float64 instead, and so
-is the next block of the same queries until float32 would do again (:class:`Precision`).
+are the next blocks of the same queries until float32 would do again (:class:`Precision`).
 """
 
 import torch
@@ -297,8 +297,8 @@ class WindowDistances:
         Returns
         -------
         None where no query pixel needs it; :data:`WHOLE_BLOCK` where the pairs to refine hold
-        more values than 1/32 of the block's distances (then the block is better computed in
-        float64); else a :class:`Refinement` (None for float64 distances).
+        more values than 1/32 of the block's squared differences (then the block is better
+        computed in float64); else a :class:`Refinement` (None for float64 distances).
         """
         pixels = self.imprecise(new_max)
         if not pixels.any():
@@ -314,7 +314,8 @@ class WindowDistances:
             return None
         limit = (low[tuple(where.T)] / scale).to(distances.dtype)  # (A, 1), in distances
         hits = (distances[tuple(where.T)] <= limit).nonzero()  # (K, 2): (row of where, candidate)
-        if len(hits) * self.size**2 * self.x.shape[1] > distances.numel() // 32:
+        n, c, h, w = self.x.shape
+        if len(hits) * self.size**2 * c > n * (h + 2 * self.pad) * (w + 2 * self.pad) * distances.shape[-1] // 32:
             return WHOLE_BLOCK  # a wide window with many candidates near the maximum
         if distances.dtype == torch.float64:
             return None
@@ -410,26 +411,37 @@ class Precision:
 
     Float32 queries without autograd (``refinable``): float32 distances, refined where the bound
     asks for it. Where refining pair by pair would cost more than the block (:data:`WHOLE_BLOCK`),
-    the block is computed in float64 instead, and so is the next one, which is then asked whether
-    float32 would do again (the early blocks of a small-sigma call, before the running maximum
-    settles, have many candidates near it; image-sized windows at large sigma have them in every
-    block). Once no query pixel is imprecise, none will be (the running maximum only grows), and
-    nothing more is checked. Otherwise: float64 throughout.
+    the block is computed in float64 instead, and so are the next ones, which ask again whether
+    float32 would do, at doubling intervals while the answer is no (the early blocks of a
+    small-sigma call, before the running maximum settles, have many candidates near it;
+    image-sized windows at large sigma have them in every block). Once no query pixel is
+    imprecise, none will be (the running maximum only grows), and nothing more is checked.
+    Distances that come in float64 although float32 was asked (windows clipped to the image,
+    summed from float64 prefix sums) need nothing. Otherwise: float64 throughout.
     """
 
     def __init__(self, refinable):
         self.refinable = refinable
         self.dtype = torch.float32 if refinable else torch.float64
+        self.skip = self.interval = 0  # float64 blocks left before asking again; the interval
 
     def refine(self, part, candidates, distances, new_max, scale, block_max=None):
-        """:meth:`WindowDistances.refine` of a block of ``self.dtype`` distances, or None; updates
-        the dtype of the next block."""
-        if not self.refinable:
+        """:meth:`WindowDistances.refine` of a block of ``self.dtype`` distances, or None; sets the
+        dtype of the next block."""
+        if not self.refinable or distances.dtype != self.dtype:
+            return None
+        if self.skip:
+            self.skip -= 1
             return None
         if not part.imprecise(new_max).any():
             self.refinable, self.dtype = False, torch.float32
             return None
         refined = part.refine(candidates, distances, new_max, scale, block_max)
+        if refined is not WHOLE_BLOCK:
+            self.dtype, self.interval = torch.float32, 0
+        elif self.dtype == torch.float64:  # asked again, still float64: ask half as often
+            self.interval = max(1, 2 * self.interval)
+            self.skip = self.interval
         self.dtype = torch.float64 if refined is WHOLE_BLOCK else torch.float32
         return refined
 

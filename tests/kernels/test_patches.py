@@ -257,3 +257,14 @@ def test_float32_window_kernels_take_a_block_in_float64_when_refining_it_costs_m
         out = kernel(x, 0.05, data, 5, chunk_size=10)
         assert calls[:3] == [(torch.float32, windows.WHOLE_BLOCK), (torch.float64, None), (torch.float32, None)]
         torch.testing.assert_close(out.double(), kernel(x.double(), 0.05, data.double(), 5), rtol=0, atol=1e-6)
+
+def test_float64_blocks_ask_again_at_doubling_intervals(monkeypatch):
+    # every block of 5 near copies needs float64 whole: it asks again after 0, 1, 2, 4 ... blocks
+    base = tiny_images(1, (1, 6, 6), seed=46)
+    data = (base + 1e-4 * randn(40, 1, 6, 6, seed=47)).float()
+    calls = recorded_refinements(monkeypatch)
+    out = local_score_posterior_mean((base + 3).float(), 0.05, data, 5, chunk_size=5)  # 8 blocks
+    # blocks 1, 2, 4 and 7 ask (1 in float32); 3, 5, 6 and 8 are float64 without asking
+    assert calls == [(torch.float32, windows.WHOLE_BLOCK)] + [(torch.float64, windows.WHOLE_BLOCK)] * 3
+    torch.testing.assert_close(out.double(), local_score_posterior_mean((base + 3), 0.05, data.double(), 5),
+                               rtol=0, atol=1e-6)

@@ -438,7 +438,7 @@ class Precision:
             return None
         refined = part.refine(candidates, distances, new_max, scale, block_max)
         if refined is not WHOLE_BLOCK:
-            self.dtype, self.interval = torch.float32, 0
+            self.interval = 0
         elif self.dtype == torch.float64:  # asked again, still float64: ask half as often
             self.interval = max(1, 2 * self.interval)
             self.skip = self.interval

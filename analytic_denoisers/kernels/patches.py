@@ -377,7 +377,7 @@ def _patch_composite(x, sigma, data, patch_size, chunk_size):
     blocks = _image_blocks(data, h * w, chunk_size)
     # float32 queries: float32 distances, with exact logits where their rounding could matter
     # (windows' docstring); float64 and autograd: float64
-    precisions = [Precision(not grad and x.dtype == torch.float32) for _ in parts]
+    precisions = [Precision(x) for _ in parts]
     # pass 1: the log-normaliser of every crop
     accs = [StreamingSoftmax((len(part.x), h - s + 1, w - s + 1, 1), torch.float64, x.device, layout="weights",
                              weight_dtype=x.dtype) for part in parts]
@@ -396,7 +396,7 @@ def _patch_composite(x, sigma, data, patch_size, chunk_size):
     floor = log_weight_floor(x.dtype)
     num = [x.new_zeros(len(part.x), h, w, c, dtype=torch.float64) for part in parts]
     cover = [x.new_zeros(len(part.x), h, w, 1, dtype=torch.float64) for part in parts]
-    pass_two = [Precision(not grad and x.dtype == torch.float32) for _ in parts]
+    pass_two = [Precision(x) for _ in parts]
     for cand in blocks(step, None if grad else Workspace()):  # pass 2: crop weights per pixel
         values = cand.to(x.dtype)
         for i, part in enumerate(parts):

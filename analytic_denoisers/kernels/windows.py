@@ -409,7 +409,7 @@ def candidates_per_block(queries, per_query, chunk_size=None):
 class Precision:
     """How the blocks of one group of queries are computed (see the module's docstring).
 
-    Float32 queries without autograd (``refinable``): float32 distances, refined where the bound
+    Float32 queries ``x`` without autograd (``refinable``): float32 distances, refined where the bound
     asks for it. Where refining pair by pair would cost more than the block (:data:`WHOLE_BLOCK`),
     the block is computed in float64 instead, and so are the next ones, which ask again whether
     float32 would do, at doubling intervals while the answer is no (the early blocks of a
@@ -420,9 +420,9 @@ class Precision:
     summed from float64 prefix sums) need nothing. Otherwise: float64 throughout.
     """
 
-    def __init__(self, refinable):
-        self.refinable = refinable
-        self.dtype = torch.float32 if refinable else torch.float64
+    def __init__(self, x):
+        self.refinable = x.dtype == torch.float32 and not (torch.is_grad_enabled() and x.requires_grad)
+        self.dtype = torch.float32 if self.refinable else torch.float64
         self.skip = self.interval = 0  # float64 blocks left before asking again; the interval
 
     def refine(self, part, candidates, distances, new_max, scale, block_max=None):
@@ -491,7 +491,7 @@ def window_softmax(x, sigma, blocks, size, padding):
             for part in parts]
     scale = -0.5 / sigma**2
     grad = torch.is_grad_enabled() and x.requires_grad
-    precisions = [Precision(not grad and x.dtype == torch.float32) for _ in parts]
+    precisions = [Precision(x) for _ in parts]
     for block in blocks(step, None if grad else Workspace()):
         cand, mask = block if isinstance(block, tuple) else (block, None)
         values = cand.to(x.dtype)
